@@ -1,0 +1,362 @@
+"""``mhc bringup sim``: the simulated system as separate ROS 2 processes, for machines without ``ros2 launch``.
+
+Starts the nodes of :func:`mhc_ros.system.sim_system` (the same description ``launch/sim.launch.py``
+uses) as ``python -m MODULE --ros-args ...`` processes on their own ``ROS_DOMAIN_ID``, localhost
+discovery and Fast DDS's ``LARGE_DATA`` transport (no lost camera frames). Episodes are requested on
+``/sim/episode_request`` from this process's own node and followed on ``/sim/episode_status``.
+Every child is shut down (SIGINT, then SIGTERM, then SIGKILL) on exit, on Ctrl-C, on SIGTERM and
+when any child dies unexpectedly (named in the error, exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from mhc_ros.cli_args import UsageError, known_task, non_negative_int, positive_int
+from mhc_ros.system import POLICIES, NodeDescription, sim_system
+
+STARTUP_TIMEOUT_S = 60.0   # wall time for all nodes to appear on the graph
+SHUTDOWN_GRACE_S = 10.0    # wall time a child gets after SIGINT (then SIGTERM, then SIGKILL)
+DEFAULT_EPISODE_TIMEOUT_S = 120.0
+
+
+class ChildDied(RuntimeError):
+    """A node process exited while the system was running."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def ros_environment(domain_id: int) -> dict[str, str]:
+    """Environment that isolates one system: its domain, localhost-only discovery, large-data transport."""
+    return {"ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+            "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "PYTHONUNBUFFERED": "1"}
+
+
+def choose_domain_id(requested: int | None = None) -> int:
+    """``requested``, else ``$ROS_DOMAIN_ID``, else a random id in 1..101 (valid on every platform)."""
+    if requested is not None:
+        return requested
+    if os.environ.get("ROS_DOMAIN_ID", "").isdigit():
+        return int(os.environ["ROS_DOMAIN_ID"])
+    return random.randint(1, 101)
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block (DDS reads them when the participant is created)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class ProcessGroup:
+    """Node processes started from :class:`NodeDescription` s, each logging to ``log_dir/NAME.log``."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: list[TextIO] = []
+
+    def start(self, node: NodeDescription) -> None:
+        """Start ``node`` in its own session, so a terminal's Ctrl-C reaches only this process."""
+        log = open(self.log_dir / f"{node.name}.log", "w")  # noqa: SIM115 - closed in shutdown()
+        self._logs.append(log)
+        env = {**os.environ, **self.env, **node.env}
+        self.processes[node.name] = subprocess.Popen(node.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def check(self) -> None:
+        """Raise :class:`ChildDied` naming the first child that has exited."""
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                raise ChildDied(f"node '{name}' (pid {process.pid}) exited unexpectedly with status {code}; "
+                                f"last lines of {self.log_dir / (name + '.log')}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        """Last ``lines`` lines of a child's log."""
+        try:
+            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> dict[str, int]:
+        """Stop every child (SIGINT, SIGTERM after ``grace_s``, SIGKILL after another); return exit codes."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            running = [p for p in self.processes.values() if p.poll() is None]
+            for process in running:
+                try:
+                    process.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace_s
+            for process in running:
+                try:
+                    process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    pass
+            if all(p.poll() is not None for p in self.processes.values()):
+                break
+        for log in self._logs:
+            log.close()
+        return {name: p.returncode for name, p in self.processes.items()}
+
+
+class EpisodeClient:
+    """This process's own ROS node: requests episodes and follows their status."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+        from std_msgs.msg import String
+
+        from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
+
+        self._string = String
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("mhc_bringup", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.status: dict[str, Any] | None = None
+        self.request_pub = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
+        self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
+
+    def _on_status(self, msg: Any) -> None:
+        self.status = json.loads(msg.data)
+
+    def spin_once(self, timeout_s: float = 0.05) -> None:
+        """Process pending messages, waiting up to ``timeout_s`` seconds."""
+        self.executor.spin_once(timeout_sec=timeout_s)
+
+    def ready(self) -> bool:
+        """Whether the bridge listens for requests and a controller answers joint states."""
+        node = self.node
+        return (self.request_pub.get_subscription_count() > 0
+                and node.count_publishers("/arm_controller/joint_trajectory") > 0
+                and node.count_subscribers("/joint_states") > 0
+                and node.count_subscribers("/sim/episode_status") > 1)
+
+    def request(self, task: str, seed: int) -> str:
+        """Publish an episode request; returns its ``request_id`` (echoed in the episode status)."""
+        request_id = uuid.uuid4().hex
+        self.request_pub.publish(self._string(data=json.dumps({"task": task, "seed": seed,
+                                                               "request_id": request_id})))
+        return request_id
+
+    def close(self) -> None:
+        """Destroy the node and shut the private context down."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def _wait(condition, timeout_s: float, group: ProcessGroup, client: EpisodeClient, stop: list[int]) -> bool:
+    """Spin until ``condition()`` is true (True) or ``timeout_s`` passes (False); raise on child death/signal."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stop:
+            raise Interrupted(stop[0])
+        group.check()
+        client.spin_once(0.05)
+        if condition():
+            return True
+    return False
+
+
+@contextmanager
+def _signals_recorded(stop: list[int]) -> Iterator[None]:
+    """Record SIGINT/SIGTERM in ``stop`` (main thread only; elsewhere signals keep their handlers)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, seed: int = 0,
+                timeout_s: float = DEFAULT_EPISODE_TIMEOUT_S, realtime_factor: float = 1.0,
+                image_width: int = 96, image_height: int = 96, domain_id: int | None = None,
+                log_dir: Path | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) across processes.
+
+    Prints one line per episode and a summary to ``out``; returns ``{"policy", "task", "domain_id",
+    "episodes": [per-episode dicts], "successes", "success_rate", "wall_s", "exit_codes", "error",
+    "interrupted", "log_dir"}``. ``timeout_s`` is each episode's wall-time limit (s).
+    """
+    nodes = bringup_nodes(policy, task, seed, realtime_factor, image_width, image_height)
+    domain_id = choose_domain_id(domain_id)
+    env = ros_environment(domain_id)
+    keep_logs = log_dir is not None
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="mhc_bringup_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"policy": policy, "task": task, "domain_id": domain_id, "episodes": [],
+                              "error": None, "interrupted": None, "log_dir": str(log_dir)}
+    start = time.monotonic()
+    group = ProcessGroup(log_dir, env)
+    client: EpisodeClient | None = None
+    stop: list[int] = []
+    try:
+        with _signals_recorded(stop), environment(env):
+            for node in nodes:
+                group.start(node)
+            client = EpisodeClient(domain_id)
+            if not _wait(client.ready, STARTUP_TIMEOUT_S, group, client, stop):
+                raise ChildDied(f"nodes {[n.name for n in nodes]} not connected after {STARTUP_TIMEOUT_S:.0f} s "
+                                f"(logs in {log_dir})")
+            for index in range(episodes):
+                episode = _run_episode(client, group, stop, task, seed + index, timeout_s)
+                result["episodes"].append(episode)
+                outcome = "success" if episode["success"] else \
+                    ("timeout" if episode["timed_out"] else f"failure ({episode['failure'] or 'max_steps'})")
+                print(f"episode {index + 1}/{episodes} {task} seed={episode['seed']}: {outcome} "
+                      f"steps={episode['steps']} rejected={episode['rejected_commands']} "
+                      f"wall={episode['wall_s']:.1f}s", file=out, flush=True)
+    except ChildDied as err:
+        result["error"] = str(err)
+    except Interrupted as err:
+        result["interrupted"] = err.signum
+    finally:
+        if client is not None:
+            client.close()
+        result["exit_codes"] = group.shutdown()
+    bad_exits = {name: code for name, code in result["exit_codes"].items() if code != 0}
+    if bad_exits and result["error"] is None and result["interrupted"] is None:
+        result["error"] = f"nodes exited with non-zero status on shutdown: {bad_exits} (logs in {log_dir})"
+    successes = sum(e["success"] for e in result["episodes"])
+    result.update(successes=successes, success_rate=successes / episodes if episodes else 0.0,
+                  wall_s=time.monotonic() - start)
+    print(f"{successes}/{episodes} episodes succeeded ({task}, policy {policy}) in {result['wall_s']:.1f} s "
+          f"across {len(nodes)} processes (ROS_DOMAIN_ID={domain_id})", file=out, flush=True)
+    if result["error"] is None and result["interrupted"] is None and not keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        result["log_dir"] = None
+    return result
+
+
+def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, image_width: int,
+                  image_height: int) -> list:
+    """The node list bringup starts: ``sim_system`` without the bridge's own first episode (bringup requests each)."""
+    return sim_system(policy=policy, task=task, seed=seed, image_width=image_width, image_height=image_height,
+                      realtime_factor=realtime_factor, auto_start=False)
+
+
+def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], task: str, seed: int,
+                 timeout_s: float) -> dict[str, Any]:
+    start = time.monotonic()
+    request_id = client.request(task, seed)
+
+    def finished() -> bool:
+        status = client.status
+        return status is not None and status.get("request_id") == request_id and status["done"]
+
+    completed = _wait(finished, timeout_s, group, client, stop)
+    status = client.status if client.status and client.status.get("request_id") == request_id else {}
+    return {"task": task, "seed": seed, "success": bool(completed and status.get("success")),
+            "timed_out": not completed, "steps": status.get("step", 0), "failure": status.get("failure"),
+            "rejected_commands": status.get("rejected_commands", 0), "episode_id": status.get("episode_id"),
+            "wall_s": time.monotonic() - start}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``mhc bringup sim``."""
+    parser.add_argument("--policy", default="expert",
+                        help="controller: 'expert' (scripted expert); the learned mHC policy comes later")
+    parser.add_argument("--task", type=known_task, default="reach", help="task of every episode (default reach)")
+    parser.add_argument("--episodes", type=positive_int, default=1, help="number of episodes (default 1)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first episode (default 0)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_EPISODE_TIMEOUT_S,
+                        help=f"wall-time limit of one episode, s (default {DEFAULT_EPISODE_TIMEOUT_S:.0f})")
+    parser.add_argument("--realtime-factor", type=float, default=1.0,
+                        help="simulation speed vs wall clock; 0 = as fast as the controller answers (default 1)")
+    parser.add_argument("--image-width", type=positive_int, default=96, help="camera width, pixels (default 96)")
+    parser.add_argument("--image-height", type=positive_int, default=96, help="camera height, pixels (default 96)")
+    parser.add_argument("--domain-id", type=non_negative_int, default=None,
+                        help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID, else random in 1..101)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep each node's log here (default: a temporary folder, kept only on error)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result dict as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``mhc bringup sim``: 0 when every episode succeeded, 1 otherwise, 2 on bad input, 128+N on signal N."""
+    if args.policy not in POLICIES:
+        raise UsageError(f"policy '{args.policy}' not available yet (expected one of {', '.join(POLICIES)}; "
+                         "the learned mHC controller arrives in a later release)")
+    for name in ("timeout", "realtime_factor"):
+        value = getattr(args, name)
+        if not value >= 0.0 or value == float("inf") or (name == "timeout" and value == 0.0):
+            raise UsageError(f"--{name.replace('_', '-')} {value} must be a finite number "
+                             f"{'> 0' if name == 'timeout' else '>= 0'}")
+    if args.domain_id is not None and args.domain_id > 232:
+        raise UsageError(f"--domain-id {args.domain_id} out of range (0..232)")
+    result = bringup_sim(policy=args.policy, task=args.task, episodes=args.episodes, seed=args.seed,
+                         timeout_s=args.timeout, realtime_factor=args.realtime_factor,
+                         image_width=args.image_width, image_height=args.image_height,
+                         domain_id=args.domain_id, log_dir=args.log_dir)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    if result["interrupted"] is not None:
+        print(f"mhc bringup sim: interrupted by {signal.Signals(result['interrupted']).name}; all nodes stopped",
+              file=sys.stderr)
+        return 128 + int(result["interrupted"])
+    if result["error"] is not None:
+        print(f"mhc bringup sim: error: {result['error']}", file=sys.stderr)
+        return 1
+    return 0 if result["successes"] == args.episodes else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mhc_ros.bringup [sim] --task T --episodes N ...`` (same options as ``mhc bringup sim``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="mhc bringup sim", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"mhc bringup sim: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""mhc: one command line for collecting data, training, evaluating and bringing up the stack.
+
+Each verb lives in its own module exposing ``configure_parser(parser)`` and ``run(args) -> int``; the
+module is imported only when its verb runs, so ``mhc collect`` does not pay for importing torch.
+Bad input is reported as one line naming the value, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> (module, one-line help); nested verbs use "parent child".
+VERBS: dict[str, tuple[str, str]] = {
+    "collect": ("mhc_ros.collect", "record scripted-expert episodes as rosbag2 bags and training shards"),
+    "train": ("mhc_model.train", "train an mHC model on collected shards (CPU, GPU, or torchrun DDP)"),
+    "eval": ("mhc_ros.evaluate", "closed-loop evaluation in the simulation (no ROS)"),
+    "bringup sim": ("mhc_ros.bringup", "start the simulated system as ROS 2 processes and run episodes"),
+    "bench flops": ("mhc_model.flops", "count FLOPs per sample for each preset and domain profile"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argparse whose errors are one line, ``mhc <verb>: error: ...``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _lazy_configure(module_name: str, parser: argparse.ArgumentParser) -> None:
+    module = importlib.import_module(module_name)
+    module.configure_parser(parser)
+    parser.set_defaults(_run=module.run)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The full parser; only the verb named in ``argv`` has its module imported."""
+    parser = _Parser(prog="mhc", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for verb, (module_name, help_text) in VERBS.items():
+        words = verb.split()
+        if len(words) == 1:
+            sub = verbs.add_parser(words[0], help=help_text, description=help_text)
+        else:
+            if words[0] not in groups:
+                group_parser = verbs.add_parser(words[0], help=f"{words[0]} commands")
+                groups[words[0]] = group_parser.add_subparsers(dest=f"{words[0]}_verb", required=True,
+                                                               parser_class=_Parser)
+            sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
+        if argv[: len(words)] == words:
+            _lazy_configure(module_name, sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mhc_ros.cli_args import UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        print(f"mhc {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mhc {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

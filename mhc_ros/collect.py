@@ -1,0 +1,197 @@
+"""``mhc collect``: scripted-expert demonstrations as rosbag2 bags and training shards.
+
+Each episode runs the task's expert in the PyBullet world, in a pool of worker processes, and is
+written twice (docs/contracts.md): a rosbag2 bag (MCAP), the format a real robot records, and a
+compact ``.npz`` shard + ``.json`` metadata that ``mhc train`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from mhc_ros.cli_args import UsageError, non_negative_int, positive_int, writable_dir
+
+
+@dataclass(frozen=True)
+class CollectJob:
+    """One episode to record."""
+
+    task: str
+    seed: int
+    out: str
+    image_width: int
+    image_height: int
+    control_hz: float
+    write_bag: bool
+    keep_failed: bool
+
+
+def episode_name(task: str, seed: int) -> str:
+    """File stem shared by an episode's shard, metadata and bag."""
+    return f"{task}_{seed:06d}"
+
+
+def record_episode(world, expert, obs) -> tuple[dict[str, np.ndarray], dict]:
+    """Run ``expert`` from ``obs``, the observation ``world.reset`` returned, to the end of the episode.
+
+    Returns the shard arrays (observation t and the action chosen from it share index t) and the
+    episode's outcome.
+    """
+    episode = world.episode
+    expert.reset()
+    steps: dict[str, list] = {key: [] for key in (
+        "images", "joint_positions", "joint_velocities", "actions", "ee_positions", "ee_orientations",
+        "object_positions", "object_orientations", "object_velocities", "phase", "sim_time",
+    )}
+    while True:
+        action = np.asarray(expert.act(obs), dtype=np.float32)
+        steps["images"].append(obs.image)
+        steps["joint_positions"].append(obs.joint_positions)
+        steps["joint_velocities"].append(obs.joint_velocities)
+        steps["actions"].append(action)
+        steps["ee_positions"].append(obs.ee_position)
+        steps["ee_orientations"].append(obs.ee_orientation)
+        steps["object_positions"].append(obs.object_positions)
+        steps["object_orientations"].append(obs.object_orientations)
+        steps["object_velocities"].append(obs.object_velocities)
+        steps["phase"].append(expert.phase)
+        steps["sim_time"].append(obs.sim_time)
+        obs = world.step(action)
+        if world.success() or world.failed() or len(steps["actions"]) >= episode.max_steps:
+            break
+    dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64}
+    arrays = {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in steps.items()}
+    arrays["object_present"] = np.asarray(obs.object_present, dtype=bool)
+    outcome = {"success": bool(world.success()), "steps": len(steps["actions"])}
+    return arrays, outcome
+
+
+_WORLD = None
+
+
+def _world_for(job: CollectJob):
+    """One world per worker process, reused across its episodes (loading the URDFs is the slow part)."""
+    global _WORLD
+    from mhc_sim import TabletopWorld, WorldConfig
+
+    config = WorldConfig(image_width=job.image_width, image_height=job.image_height, control_hz=job.control_hz)
+    if _WORLD is None or _WORLD.config != config:
+        _WORLD = TabletopWorld(config)
+    return _WORLD
+
+
+def collect_episode(job: CollectJob) -> dict:
+    """Record one episode and write its shard, metadata and bag; returns its manifest entry."""
+    from mhc_sim import OBJECT_SLOTS, make_expert
+
+    from mhc_ros.bags import write_episode_bag
+
+    world = _world_for(job)
+    first = world.reset(job.task, job.seed)
+    episode = world.episode
+    arrays, outcome = record_episode(world, make_expert(episode), first)
+    name = episode_name(job.task, job.seed)
+    entry = {"name": name, "task": job.task, "seed": job.seed, **outcome, "written": False}
+    if not outcome["success"] and not job.keep_failed:
+        return entry
+    meta = {
+        "task": job.task,
+        "seed": job.seed,
+        "instruction": episode.instruction,
+        "template_index": episode.template_index,
+        "plan": [list(step) for step in episode.plan],
+        **outcome,
+        "object_slots": list(OBJECT_SLOTS),
+        "joint_names": list(first.joint_names),
+        "control_hz": job.control_hz,
+        "camera": world.camera_intrinsics(),
+    }
+    out = Path(job.out)
+    shard_arrays = {k: v for k, v in arrays.items() if k not in ("ee_orientations", "object_orientations")}
+    np.savez_compressed(out / "shards" / f"{name}.npz", **shard_arrays)
+    (out / "shards" / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    if job.write_bag:
+        write_episode_bag(out / "bags" / name, arrays, meta)
+    entry["written"] = True
+    return entry
+
+
+def parse_tasks(text: str) -> list[str]:
+    """``all`` or a comma-separated list of task names, each checked against the registry."""
+    from mhc_sim import TASKS
+
+    names = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown task '{','.join(unknown) or text}' (expected 'all' or some of {', '.join(TASKS)})"
+        )
+    return names
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", type=parse_tasks, required=True, help="task name, comma list, or 'all'")
+    parser.add_argument("--episodes", type=positive_int, required=True, help="episodes per task")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (shards/, bags/)")
+    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="first seed; episode i uses seed+i")
+    parser.add_argument("--image-width", type=positive_int, default=96)
+    parser.add_argument("--image-height", type=positive_int, default=96)
+    parser.add_argument("--control-hz", type=float, default=20.0)
+    parser.add_argument("--no-bags", action="store_true", help="write training shards only")
+    parser.add_argument("--keep-failed", action="store_true", help="also write episodes the expert failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    out = writable_dir(args.out)
+    for sub in ("shards", "bags"):
+        (out / sub).mkdir(exist_ok=True)
+    clashes = [
+        episode_name(task, seed)
+        for task in args.task
+        for seed in range(args.seed, args.seed + args.episodes)
+        if (out / "shards" / f"{episode_name(task, seed)}.npz").exists()
+        or (out / "bags" / episode_name(task, seed)).exists()
+    ]
+    if clashes:
+        raise UsageError(f"episode '{clashes[0]}' already exists in '{out}' (choose another --out or --seed)")
+    jobs = [
+        CollectJob(task, seed, str(out), args.image_width, args.image_height, args.control_hz,
+                   not args.no_bags, args.keep_failed)
+        for task in args.task
+        for seed in range(args.seed, args.seed + args.episodes)
+    ]
+    started = time.perf_counter()
+    entries = []
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(collect_episode, job) for job in jobs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="collect", unit="ep", file=sys.stderr):
+            entries.append(future.result())
+    elapsed = time.perf_counter() - started
+    entries.sort(key=lambda e: e["name"])
+    manifest = {
+        "command": " ".join(["mhc", "collect", *sys.argv[2:]]),
+        "jobs": [asdict(j) for j in jobs[:1]],
+        "episodes": entries,
+        "elapsed_s": elapsed,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    written = sum(e["written"] for e in entries)
+    successes = sum(e["success"] for e in entries)
+    print(
+        f"collected {len(entries)} episodes ({successes} successful, {written} written) in {elapsed:.1f} s: "
+        f"{len(entries) / elapsed * 60:.1f} episodes/minute -> {out}"
+    )
+    return 0

@@ -1,0 +1,91 @@
+"""One Python description of the node sets of the stack.
+
+``launch/sim.launch.py`` turns it into ``launch_ros.actions.Node`` actions and ``mhc bringup``
+(:mod:`mhc_ros.bringup`) into processes, so both start exactly the same nodes with the same
+parameters. Pure data: no ROS import.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+PACKAGE = "mhc_ros"
+POLICIES = ("expert",)  # the learned mHC controller ("mhc") joins in a later issue
+
+
+@dataclass(frozen=True)
+class NodeDescription:
+    """One node of the system, as ``ros2 run PACKAGE EXECUTABLE --ros-args ...`` would start it.
+
+    ``module`` is the Python module whose ``main()`` the console script ``executable`` calls, so the
+    node also starts as ``python -m MODULE`` where no ament index exists. ``parameters`` are ROS
+    parameter values (bool, int, float, str); ``remappings`` are ``(from, to)`` topic pairs;
+    ``env`` holds extra environment variables for the process.
+    """
+
+    package: str
+    executable: str
+    name: str
+    module: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    def ros_arguments(self) -> list[str]:
+        """``--ros-args -r __node:=NAME -p key:=value ... -r from:=to ...`` for a command line."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={parameter_literal(value)}"]
+        for source, target in self.remappings:
+            args += ["-r", f"{source}:={target}"]
+        return args
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        """Process command line: ``python -m MODULE --ros-args ...``."""
+        return [python, "-m", self.module, *self.ros_arguments()]
+
+
+def parameter_literal(value: Any) -> str:
+    """A parameter value as the YAML literal ``--ros-args -p key:=VALUE`` parses back to the same type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if any(c in text for c in ".eEn") else f"{text}.0"
+    if isinstance(value, str):
+        return json.dumps(value)  # a double-quoted YAML scalar stays a string ("1" is not an int)
+    raise TypeError(f"parameter value {value!r} of type {type(value).__name__} not supported "
+                    "(bool, int, float, str)")
+
+
+def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image_width: int = 96,
+               image_height: int = 96, control_hz: float = 20.0, realtime_factor: float = 1.0,
+               publish_images: bool = True, auto_start: bool = True, use_sim_time: bool = True
+               ) -> list[NodeDescription]:
+    """Nodes of the simulated system: ``mhc_sim_bridge`` plus the controller of ``policy``.
+
+    task, seed: the episode the bridge starts by itself (``auto_start``); more episodes are
+    requested on ``/sim/episode_request``. image_width/height: camera resolution (pixels).
+    control_hz: control rate (Hz). realtime_factor: simulation speed vs wall clock (0 = as fast as
+    the controller answers). use_sim_time: controllers follow ``/clock``.
+    Raises ``ValueError`` naming an unknown policy.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy '{policy}' not available (expected one of {', '.join(POLICIES)}; "
+                         "the learned mHC controller arrives in a later release)")
+    bridge = NodeDescription(
+        package=PACKAGE, executable="mhc_sim_bridge", name="mhc_sim_bridge", module="mhc_ros.sim_bridge_node",
+        parameters={"task": task, "seed": int(seed), "auto_start": bool(auto_start),
+                    "image_width": int(image_width), "image_height": int(image_height),
+                    "publish_images": bool(publish_images), "control_hz": float(control_hz),
+                    "realtime_factor": float(realtime_factor)})
+    controller = NodeDescription(
+        package=PACKAGE, executable="mhc_expert_controller", name="mhc_expert_controller",
+        module="mhc_ros.expert_controller_node",
+        parameters={"control_hz": float(control_hz), "use_sim_time": bool(use_sim_time)})
+    return [bridge, controller]

@@ -1,0 +1,232 @@
+"""``MHCConfig``: every size and coefficient of the mHC network, validated on construction.
+
+Presets: ``tiny`` (tests), ``s`` (shipping, ≤ 10M parameters) and their dense baselines
+``dense_tiny`` / ``dense_s`` (same width and depth, every head on every token, dense FFN), used
+for ablations and FLOP comparisons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DOMAINS: tuple[str, ...] = ("linguistic", "visual", "physical")
+PROFILES: tuple[str, ...] = ("full", "instruct", "control")
+BALANCE_MODES: tuple[str, ...] = ("bias", "loss", "both", "none")
+
+ACTION_DIM = 8  # 7 arm joint targets (rad) + gripper width (m)
+JOINT_STATE_DIM = 18  # positions + velocities of the 9 joints
+NUM_OBJECT_SLOTS = 6
+MOTION_SLOTS = NUM_OBJECT_SLOTS + 1  # object slots + end effector
+
+
+@dataclass
+class MHCConfig:
+    """Sizes of the mHC transformer. Every field is validated in ``__post_init__``."""
+
+    name: str = "custom"
+    dense: bool = False  # dense baseline: all heads on all tokens, dense FFN, no routers
+
+    # trunk
+    d_model: int = 256
+    n_layers: int = 6
+    head_dim: int = 32
+    dropout: float = 0.0
+
+    # attention: per-domain head groups + shared (cross-domain) heads
+    heads_per_domain: int = 2  # heads in each of the linguistic / visual / physical groups
+    shared_heads: int = 2  # heads that attend across domains
+
+    # hierarchical MoE feed-forward
+    experts_per_domain: int = 8  # E fine-grained experts per domain
+    top_k: int = 2  # constant k experts chosen per token inside its domain
+    expert_hidden: int = 80
+    shared_expert_hidden: int = 256  # always-on shared expert
+    dense_ffn_hidden: int = 1024  # FFN width of the dense baseline
+
+    # routing losses and balancing
+    router_label_smoothing: float = 0.1  # soft targets of the task router against modality labels
+    clustering_coef: float = 0.1  # cross-entropy of the task router vs modality (soft targets)
+    mutual_info_coef: float = 0.05  # log E − H(mean p) + mean H(p|x) over sub-experts, per domain
+    balance: str = "bias"  # bias (aux-loss-free), loss (Switch balance loss), both, none
+    balance_coef: float = 0.01  # Switch balance loss coefficient (balance in {loss, both})
+    bias_update_rate: float = 1e-3  # γ of the aux-loss-free bias update (balance in {bias, both})
+    z_loss_coef: float = 1e-3  # router z-loss
+
+    # linguistic input
+    vocab_size: int = 512  # embedding rows; the built vocabulary must fit
+    max_instruction_len: int = 16  # tokens including <bos>; longer instructions are truncated
+
+    # visual input
+    image_size: int = 96  # model input S×S
+    patch_size: int = 16  # total stride of the conv stem: 4 · 2^n
+    stem_channels: int = 32
+
+    # physical input
+    joint_history: int = 4  # Hj past joint states (positions+velocities)
+
+    # outputs
+    action_chunk: int = 16  # K steps of 8-dim actions
+    n_action_steps: int = 8  # actions of a chunk executed by select_action before re-predicting
+    motion_horizon: int = 8  # H future steps of object/end-effector positions
+    plan_slots: int = 8  # P sub-goal slots
+    num_skills: int = 16  # skill classes including <none>
+    num_targets: int = 16  # target classes including <none>
+
+    # head loss weights
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"action": 1.0, "motion": 0.5, "presence": 0.1, "plan": 0.1, "phase": 0.1}
+    )
+
+    def __post_init__(self) -> None:
+        positive = [
+            "d_model", "n_layers", "head_dim", "vocab_size", "max_instruction_len", "image_size",
+            "patch_size", "stem_channels", "joint_history", "action_chunk", "n_action_steps",
+            "motion_horizon", "plan_slots", "num_skills", "num_targets",
+        ]
+        if self.dense:
+            positive += ["shared_heads", "dense_ffn_hidden"]
+        else:
+            positive += ["heads_per_domain", "experts_per_domain", "top_k", "expert_hidden"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"MHCConfig.{name}={value!r} must be a positive integer")
+        for name in ["shared_heads", "shared_expert_hidden", "dense_ffn_hidden", "heads_per_domain"]:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"MHCConfig.{name}={value!r} must be a non-negative integer")
+        if not self.dense and self.top_k > self.experts_per_domain:
+            raise ValueError(
+                f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
+            )
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"MHCConfig.balance={self.balance!r} unknown ({', '.join(BALANCE_MODES)})")
+        for name in [
+            "router_label_smoothing", "clustering_coef", "mutual_info_coef", "balance_coef",
+            "bias_update_rate", "z_loss_coef", "dropout",
+        ]:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"MHCConfig.{name}={value!r} must be a number >= 0")
+        if self.router_label_smoothing >= 1.0:
+            raise ValueError(f"MHCConfig.router_label_smoothing={self.router_label_smoothing} must be < 1")
+        if self.dropout >= 1.0:
+            raise ValueError(f"MHCConfig.dropout={self.dropout} must be < 1")
+        stride, n = self.patch_size, 0
+        while stride > 4 and stride % 2 == 0:
+            stride, n = stride // 2, n + 1
+        if stride != 4:
+            raise ValueError(f"MHCConfig.patch_size={self.patch_size} must be 4·2^n (4, 8, 16, 32)")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"MHCConfig.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
+            )
+        if self.n_action_steps > self.action_chunk:
+            raise ValueError(
+                f"MHCConfig.n_action_steps={self.n_action_steps} must be <= action_chunk={self.action_chunk}"
+            )
+        if self.num_skills < 2 or self.num_targets < 2:
+            raise ValueError(
+                f"MHCConfig.num_skills={self.num_skills}/num_targets={self.num_targets} must be >= 2 "
+                "(class 0 is <none>)"
+            )
+        if not self.dense and self.heads_per_domain == 0 and self.shared_heads == 0:
+            raise ValueError("MHCConfig.heads_per_domain=0 and shared_heads=0: no attention heads")
+        if self.shared_heads == 0:
+            # visual/physical tokens read the instruction only through the shared heads
+            raise ValueError(f"MHCConfig.shared_heads={self.shared_heads} must be >= 1")
+        for key, value in self.loss_weights.items():
+            if key not in {"action", "motion", "presence", "plan", "phase"}:
+                raise ValueError(f"MHCConfig.loss_weights key {key!r} unknown")
+            if value < 0:
+                raise ValueError(f"MHCConfig.loss_weights[{key!r}]={value} must be >= 0")
+
+    # derived sizes ------------------------------------------------------------------------------
+    @property
+    def n_patches(self) -> int:
+        """Visual tokens per image."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_query_tokens(self) -> int:
+        """Learned output queries: K action + 7 motion slots + P plan slots + 1 phase."""
+        return self.action_chunk + MOTION_SLOTS + self.plan_slots + 1
+
+    @property
+    def n_physical_tokens(self) -> int:
+        return self.joint_history + self.n_query_tokens
+
+    # serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MHCConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"MHCConfig: unknown field(s) {unknown}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> MHCConfig:
+        """Build from a JSON string or a path to a JSON file."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> MHCConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_TINY = dict(
+    name="tiny", d_model=64, n_layers=2, head_dim=16, heads_per_domain=1, shared_heads=1,
+    experts_per_domain=4, top_k=2, expert_hidden=32, shared_expert_hidden=64, dense_ffn_hidden=256,
+    vocab_size=64, max_instruction_len=12, image_size=32, patch_size=8, stem_channels=16,
+    joint_history=2, action_chunk=4, n_action_steps=2, motion_horizon=4, plan_slots=6,
+    num_skills=8, num_targets=12,
+)
+_S = dict(name="s")  # the MHCConfig defaults are the shipping preset
+
+
+def _dense(base: dict[str, Any], name: str) -> MHCConfig:
+    """Dense baseline of ``base``: same width/depth, every head (3 groups + shared) on every token."""
+    mhc = MHCConfig(**base)
+    return MHCConfig(**{**base, "name": name, "dense": True,
+                        "shared_heads": 3 * mhc.heads_per_domain + mhc.shared_heads})
+
+
+PRESETS = {
+    "tiny": lambda: MHCConfig(**_TINY),
+    "s": lambda: MHCConfig(**_S),
+    "dense_tiny": lambda: _dense(_TINY, "dense_tiny"),
+    "dense_s": lambda: _dense(_S, "dense_s"),
+}
+
+# mHC preset → its dense baseline
+DENSE_BASELINE = {"tiny": "dense_tiny", "s": "dense_s"}
+
+
+def preset(name: str) -> MHCConfig:
+    """Return a fresh config of preset ``name`` (tiny, s, dense_tiny, dense_s)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset {name!r} unknown ({', '.join(PRESETS)})")
+    return PRESETS[name]()
+
+
+def load_config(spec: str) -> MHCConfig:
+    """``spec`` is a preset name or a path to a JSON config file."""
+    if spec in PRESETS:
+        return preset(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+    return MHCConfig.from_json(path)

@@ -1,0 +1,400 @@
+"""The mHC (Mixture-of-Hierarchical-Components) transformer, from primitives to the full model.
+
+Order (like nanoGPT): attention primitive → ``HeadGroup`` → ``DomainGroupedAttention`` →
+``TaskRouter`` → ``ExpertBank`` → ``HierarchicalMoE`` / ``DenseFFN`` → ``Block`` → ``MHC``.
+
+Tokens come in three segments with a known, static modality:
+``[linguistic (L) | visual (N_patches) | physical (Hj joint states + Q output queries)]``.
+
+Attention mask (the "prefix-by-domain" mask) — why ``control`` ≡ ``full``:
+- Per-domain head groups attend only inside their own segment (linguistic→linguistic with the
+  instruction padding mask, visual→visual, physical→physical). A group's weights are used only by
+  its own domain's tokens, so a profile without that domain never touches them (sliced out).
+- Shared heads: linguistic queries attend to linguistic keys only; visual and physical queries
+  attend to ``[linguistic keys (padding-masked) | visual keys | physical keys]``.
+  So linguistic tokens never depend on the camera or the joints: the instruction's per-layer
+  shared-head keys/values (the *instruction cache*) are computed once by the ``instruct`` profile,
+  and the ``control`` profile (visual + physical tokens) attends to that cache. Every per-token
+  operation (norms, routers, experts) is row-independent, so ``control`` reproduces ``full``.
+
+Export contract: static shapes, constant top-k, experts applied with gathered weights
+(``w1[idx]`` + batched matmul), no ``nonzero``/boolean indexing/``.tolist()`` in any forward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mhc_model.config import DOMAINS, PROFILES, MHCConfig
+from mhc_model.heads import OutputHeads
+from mhc_model.tokenizers import LinguisticTokenizer, PhysicalTokenizer, VisualTokenizer
+
+LING, VIS, PHYS = DOMAINS
+MASK_VALUE = -1e4  # additive mask; finite so fp16 engines do not produce NaN
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r} unknown ({', '.join(PROFILES)})")
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention. ``q (B, h, Tq, hs)``, ``k, v (B, h, Tk, hs)``, ``bias (B, 1, 1, Tk)`` additive.
+
+    On CPU it is written as explicit matmuls so ``torch.utils.flop_counter`` counts it.
+    """
+    if q.is_cuda:
+        mask = None if bias is None else bias.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, h, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(dim=-1) @ v  # (B, h, Tq, hs)
+
+
+class HeadGroup(nn.Module):
+    """A group of ``n_heads`` attention heads: its own QKV and output projections."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
+        self.proj = nn.Linear(n_heads * head_dim, d_model, bias=False)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x (B, T, d)`` → ``q, k, v`` each ``(B, h, T, hs)``."""
+        B, T, _ = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, h, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, T, hs)
+        return q, k, v
+
+    def merge(self, o: torch.Tensor) -> torch.Tensor:
+        """``o (B, h, T, hs)`` → ``(B, T, d)``."""
+        B, _, T, _ = o.shape
+        return self.proj(o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class DomainGroupedAttention(nn.Module):
+    """Per-domain head groups (within-domain attention) + shared heads (cross-domain, prefix mask).
+
+    In the dense baseline there are no domain groups: ``shared_heads`` covers all heads.
+    """
+
+    def __init__(self, cfg: MHCConfig):
+        super().__init__()
+        self.groups = nn.ModuleDict()
+        if not cfg.dense and cfg.heads_per_domain > 0:
+            self.groups.update({dom: HeadGroup(cfg.d_model, cfg.heads_per_domain, cfg.head_dim) for dom in DOMAINS})
+        self.shared = HeadGroup(cfg.d_model, cfg.shared_heads, cfg.head_dim)
+
+    def forward(
+        self,
+        segments: dict[str, torch.Tensor],
+        ling_bias: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """``segments``: present domains → ``(B, T_dom, d)``; ``ling_bias (B, 1, 1, L)`` padding bias;
+        ``cache``: the instruction's shared-head ``(k, v)`` each ``(B, h_s, L, hs)`` when the linguistic
+        segment is absent. Returns per-domain outputs and the instruction's shared ``(k, v)``.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for dom, x in segments.items():
+            if dom in self.groups:  # groups of absent domains are never called: no weights, no FLOPs
+                q, k, v = self.groups[dom].project(x)
+                out[dom] = self.groups[dom].merge(attend(q, k, v, ling_bias if dom == LING else None))
+        if LING in segments:
+            q, k_ling, v_ling = self.shared.project(segments[LING])
+            o = self.shared.merge(attend(q, k_ling, v_ling, ling_bias))
+            out[LING] = out[LING] + o if LING in out else o
+        else:
+            if cache is None:
+                raise ValueError("profile 'control' needs the instruction cache (cache_k, cache_v)")
+            k_ling, v_ling = cache
+        ctrl = [dom for dom in (VIS, PHYS) if dom in segments]
+        if ctrl:
+            x = torch.cat([segments[dom] for dom in ctrl], dim=1)  # (B, Tc, d)
+            B, Tc, _ = x.shape
+            q, k, v = self.shared.project(x)  # each (B, h_s, Tc, hs)
+            k = torch.cat([k_ling, k], dim=2)  # (B, h_s, L + Tc, hs)
+            v = torch.cat([v_ling, v], dim=2)
+            bias = torch.cat([ling_bias, ling_bias.new_zeros(B, 1, 1, Tc)], dim=-1)  # (B, 1, 1, L + Tc)
+            o = self.shared.merge(attend(q, k, v, bias))  # (B, Tc, d)
+            for dom, part in zip(ctrl, o.split([segments[d].shape[1] for d in ctrl], dim=1), strict=True):
+                out[dom] = out[dom] + part if dom in out else part
+        return out, (k_ling, v_ling)
+
+
+class TaskRouter(nn.Module):
+    """Level-1 router: per token p(domain | token) over {linguistic, visual, physical}; argmax picks."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, len(DOMAINS), bias=False)
+        nn.init.normal_(self.gate.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, d)`` → ``(logits (N, 3), domain_idx (N,) int64)``."""
+        logits = self.gate(x)
+        return logits, logits.argmax(dim=-1)
+
+
+class ExpertBank(nn.Module):
+    """All fine-grained experts (3 domains × E) as stacked weights; applies only the chosen ones.
+
+    Each token's k experts are applied through gathered weights (``w1[idx]``, batched matmul), so the
+    FLOPs are k experts per token, shapes are static and the graph exports to ONNX.
+    """
+
+    def __init__(self, n_experts: int, d_model: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(n_experts, d_model, hidden) / math.sqrt(d_model))
+        self.b1 = nn.Parameter(torch.zeros(n_experts, hidden))
+        self.w2 = nn.Parameter(torch.randn(n_experts, hidden, d_model) / math.sqrt(hidden) * 0.5)
+        self.b2 = nn.Parameter(torch.zeros(n_experts, d_model))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x (N, d)``, ``idx (N, k)`` global expert ids, ``weight (N, k)`` → ``Σ_k weight · E_idx(x)`` ``(N, d)``."""
+        N, k = idx.shape
+        dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
+        flat = idx.reshape(N * k)  # (N·k,)
+        w1 = self.w1.to(dtype).index_select(0, flat)  # (N·k, d, h)
+        w2 = self.w2.to(dtype).index_select(0, flat)  # (N·k, h, d)
+        xk = x[:, None, :].expand(N, k, x.shape[-1]).reshape(N * k, 1, x.shape[-1])  # (N·k, 1, d)
+        h = torch.bmm(xk, w1) + self.b1.to(dtype).index_select(0, flat)[:, None, :]  # (N·k, 1, h)
+        y = torch.bmm(F.gelu(h), w2) + self.b2.to(dtype).index_select(0, flat)[:, None, :]  # (N·k, 1, d)
+        y = y.view(N, k, -1) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
+        return y.sum(dim=1)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.fc = nn.Linear(d_model, hidden)
+        self.proj = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Routing(NamedTuple):
+    """One layer's routing decisions for the tokens of a forward (N = B·T, token-major)."""
+
+    domain_logits: torch.Tensor  # (N, 3)
+    domain_idx: torch.Tensor  # (N,) chosen domain
+    expert_logits: torch.Tensor  # (N, E) sub-expert logits of the chosen domain
+    expert_idx: torch.Tensor  # (N, k) chosen experts inside the chosen domain (local ids)
+
+
+class HierarchicalMoE(nn.Module):
+    """y = p(d*|x) · Σ_{j∈topk} g_j(x) · E_{d*,j}(x) + shared(x), d* = argmax task router.
+
+    Level 2 picks top-k of the chosen domain's E experts on ``softmax(gate) + bias[d*]``; the bias
+    (aux-loss-free balancing, DeepSeek-V3) only steers the choice, the weights use unbiased scores.
+    """
+
+    def __init__(self, cfg: MHCConfig):
+        super().__init__()
+        self.n_experts, self.top_k = cfg.experts_per_domain, cfg.top_k
+        self.router = TaskRouter(cfg.d_model)
+        self.expert_gate = nn.Linear(cfg.d_model, len(DOMAINS) * cfg.experts_per_domain, bias=False)
+        nn.init.normal_(self.expert_gate.weight, std=0.02)
+        self.experts = ExpertBank(len(DOMAINS) * cfg.experts_per_domain, cfg.d_model, cfg.expert_hidden)
+        self.shared = MLP(cfg.d_model, cfg.shared_expert_hidden) if cfg.shared_expert_hidden > 0 else None
+        self.register_buffer("expert_bias", torch.zeros(len(DOMAINS), cfg.experts_per_domain))
+        # assignments per (domain, expert) counted in training, consumed by update_bias()
+        self.register_buffer("load_accum", torch.zeros(len(DOMAINS) * cfg.experts_per_domain), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        """``x (B, T, d)`` → ``(y (B, T, d), Routing)``."""
+        B, T, d = x.shape
+        E, k = self.n_experts, self.top_k
+        flat = x.reshape(B * T, d)  # (N, d)
+        domain_logits, domain_idx = self.router(flat)  # (N, 3), (N,)
+        domain_gate = domain_logits.float().softmax(-1).gather(1, domain_idx[:, None])  # (N, 1)
+        all_logits = self.expert_gate(flat).view(B * T, len(DOMAINS), E)  # (N, 3, E)
+        expert_logits = all_logits.gather(1, domain_idx[:, None, None].expand(-1, 1, E)).squeeze(1)  # (N, E)
+        scores = expert_logits.float().softmax(-1)  # (N, E)
+        choice = scores + self.expert_bias.index_select(0, domain_idx)  # (N, E)
+        expert_idx = choice.topk(k, dim=-1).indices  # (N, k)
+        weight = scores.gather(1, expert_idx)
+        weight = weight / weight.sum(-1, keepdim=True) * domain_gate  # (N, k)
+        global_idx = domain_idx[:, None] * E + expert_idx  # (N, k)
+        y = self.experts(flat, global_idx, weight)  # (N, d)
+        if self.shared is not None:
+            y = y + self.shared(flat)
+        if self.training:
+            with torch.no_grad():
+                self.load_accum += F.one_hot(global_idx.reshape(-1), len(DOMAINS) * E).sum(0).float()
+        return y.view(B, T, d), Routing(domain_logits, domain_idx, expert_logits, expert_idx)
+
+    @torch.no_grad()
+    def update_bias(self, rate: float) -> None:
+        """Nudge each domain's expert biases by ±rate toward balanced load, then clear the counts."""
+        load = self.load_accum.view(len(DOMAINS), self.n_experts)
+        used = load.sum(-1, keepdim=True) > 0
+        delta = torch.sign(load.mean(-1, keepdim=True) - load) * rate
+        self.expert_bias += torch.where(used, delta, torch.zeros_like(delta))
+        self.expert_bias -= self.expert_bias.mean(-1, keepdim=True)
+        self.load_accum.zero_()
+
+
+class DenseFFN(MLP):
+    """Dense baseline FFN with the same (y, routing) interface."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return super().forward(x), None
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: domain-grouped attention + hierarchical MoE (or dense) FFN."""
+
+    def __init__(self, cfg: MHCConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = DomainGroupedAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = DenseFFN(cfg.d_model, cfg.dense_ffn_hidden) if cfg.dense else HierarchicalMoE(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        segments: dict[str, torch.Tensor],
+        ling_bias: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor], Routing | None]:
+        attn, kv = self.attn({dom: self.ln1(x) for dom, x in segments.items()}, ling_bias, cache)
+        doms = list(segments)
+        x = torch.cat([segments[dom] + self.drop(attn[dom]) for dom in doms], dim=1)  # (B, T, d)
+        y, routing = self.ffn(self.ln2(x))
+        x = x + self.drop(y)
+        sizes = [segments[dom].shape[1] for dom in doms]
+        return dict(zip(doms, x.split(sizes, dim=1), strict=True)), kv, routing
+
+
+class MHC(nn.Module):
+    """The mHC transformer.
+
+    Inputs (batch B): ``instruction_ids (B, L) int64``, ``instruction_mask (B, L)`` (1 = word),
+    ``image (B, 3, S, S)`` float RGB in [0, 1] (see ``tokenizers.preprocess_image``),
+    ``joint_history (B, Hj, 18)`` positions then velocities of the 9 joints, oldest first.
+
+    Profiles (``profile=``): ``full`` all tokens; ``instruct`` linguistic tokens only, returns the
+    instruction cache ``cache_k, cache_v (n_layers, B, h_s, L, hs)``; ``control`` visual + physical
+    tokens attending to that cache (linguistic head groups sliced out).
+
+    Outputs (dict): ``action_chunk (B, K, 8)`` rad / m, ``motion (B, H, 7, 3)`` metres (world frame,
+    6 object slots + end effector), ``motion_present_logits (B, 7)``, ``plan_skill_logits (B, P, n_skills)``,
+    ``plan_target_logits (B, P, n_targets)``, ``phase_logits (B, P)``, plus normalised ``action_norm`` /
+    ``motion_norm`` used by the losses.
+    """
+
+    def __init__(self, cfg: MHCConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ling_tokens = LinguisticTokenizer(cfg)
+        self.vis_tokens = VisualTokenizer(cfg)
+        self.phys_tokens = PhysicalTokenizer(cfg)
+        self.domain_embed = nn.Parameter(torch.randn(len(DOMAINS), cfg.d_model) * 0.02)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.heads = OutputHeads(cfg)
+        self.apply(self._init_linear)
+
+    @staticmethod
+    def _init_linear(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)) and not getattr(module, "_keep_init", False):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def segment_lengths(self, profile: str) -> dict[str, int]:
+        """Tokens per domain present in ``profile`` (in sequence order)."""
+        check_profile(profile)
+        c = self.cfg
+        sizes = {LING: c.max_instruction_len, VIS: c.n_patches, PHYS: c.n_physical_tokens}
+        if profile == "instruct":
+            return {LING: sizes[LING]}
+        if profile == "control":
+            return {VIS: sizes[VIS], PHYS: sizes[PHYS]}
+        return sizes
+
+    def modality_labels(self, profile: str) -> torch.Tensor:
+        """``(T,)`` int64 domain index of every token of ``profile``, in sequence order."""
+        return torch.cat([
+            torch.full((n,), DOMAINS.index(dom), dtype=torch.long) for dom, n in self.segment_lengths(profile).items()
+        ])
+
+    @staticmethod
+    def padding_bias(instruction_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` 1 = word → additive ``(B, 1, 1, L)``."""
+        return (1.0 - instruction_mask.float())[:, None, None, :] * MASK_VALUE
+
+    def forward(
+        self,
+        instruction_ids: torch.Tensor | None = None,
+        instruction_mask: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+        joint_history: torch.Tensor | None = None,
+        profile: str = "full",
+        cache_k: torch.Tensor | None = None,
+        cache_v: torch.Tensor | None = None,
+        return_routing: bool = False,
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], list[Routing]]:
+        """Run ``profile``; see the class docstring for shapes. ``return_routing`` adds per-layer routing."""
+        check_profile(profile)
+        if instruction_mask is None:
+            raise ValueError("instruction_mask is required (padding mask of the instruction)")
+        segments: dict[str, torch.Tensor] = {}
+        if profile in ("full", "instruct"):
+            if instruction_ids is None:
+                raise ValueError(f"profile {profile!r} needs instruction_ids")
+            segments[LING] = self.ling_tokens(instruction_ids) + self.domain_embed[0]
+        if profile in ("full", "control"):
+            if image is None or joint_history is None:
+                raise ValueError(f"profile {profile!r} needs image and joint_history")
+            segments[VIS] = self.vis_tokens(image) + self.domain_embed[1]
+            segments[PHYS] = self.phys_tokens(joint_history) + self.domain_embed[2]
+        if profile == "control" and (cache_k is None or cache_v is None):
+            raise ValueError("profile 'control' needs cache_k and cache_v from profile 'instruct'")
+        ling_bias = self.padding_bias(instruction_mask)
+        keys, values, routings = [], [], []
+        for i, block in enumerate(self.blocks):
+            cache = (cache_k[i], cache_v[i]) if profile == "control" else None
+            segments, (k, v), routing = block(segments, ling_bias, cache)
+            keys.append(k)
+            values.append(v)
+            routings.append(routing)
+        if profile == "instruct":
+            out = {"cache_k": torch.stack(keys), "cache_v": torch.stack(values)}  # (n_layers, B, h_s, L, hs)
+        else:
+            queries = self.ln_f(segments[PHYS][:, self.cfg.joint_history :])  # (B, Q, d)
+            out = self.heads(queries)
+        return (out, routings) if return_routing else out
+
+    def encode_instruction(
+        self, instruction_ids: torch.Tensor, instruction_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``instruct`` profile: ``(cache_k, cache_v)`` each ``(n_layers, B, h_s, L, hs)``."""
+        out = self.forward(instruction_ids, instruction_mask, profile="instruct")
+        return out["cache_k"], out["cache_v"]
+
+    def moe_layers(self) -> list[HierarchicalMoE]:
+        return [b.ffn for b in self.blocks if isinstance(b.ffn, HierarchicalMoE)]
+
+    def update_balance_bias(self) -> None:
+        """After an optimiser step: aux-loss-free bias update of every MoE layer (if configured)."""
+        if self.cfg.balance in ("bias", "both"):
+            for layer in self.moe_layers():
+                layer.update_bias(self.cfg.bias_update_rate)
+        else:
+            for layer in self.moe_layers():
+                layer.load_accum.zero_()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

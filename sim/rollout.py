@@ -1,0 +1,115 @@
+"""Run episodes with a policy and summarise success (the JSON ``mhc eval`` prints)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from mhc_sim.experts import Expert
+from mhc_sim.kinematics import PandaKinematics
+from mhc_sim.tasks import EpisodeSpec
+from mhc_sim.world import Observation, TabletopWorld, WorldConfig
+
+
+class Policy(Protocol):
+    """What ``run_episode`` drives: ``reset(episode)`` then ``act(obs) -> (8,)`` every control period."""
+
+    def reset(self, episode: EpisodeSpec) -> None: ...
+
+    def act(self, obs: Observation) -> np.ndarray: ...
+
+
+class ExpertPolicy:
+    """The scripted expert behind the ``Policy`` interface; one IK client reused across episodes."""
+
+    def __init__(self) -> None:
+        self._kinematics = PandaKinematics()
+        self.expert: Expert | None = None
+
+    def reset(self, episode: EpisodeSpec) -> None:
+        self.expert = Expert(episode, self._kinematics)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        if self.expert is None:
+            raise RuntimeError("ExpertPolicy.act() before reset(episode)")
+        return self.expert.act(obs)
+
+    @property
+    def phase(self) -> int:
+        """Index of the current step of the episode's plan."""
+        return 0 if self.expert is None else self.expert.phase
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one episode: success, control steps taken, simulated seconds, failure reason or None."""
+
+    task: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    sim_time: float
+    failure: str | None
+
+
+def run_episode(world: TabletopWorld, task: str, seed: int, policy: Policy,
+                on_step: Callable[[int, Observation, np.ndarray], None] | None = None) -> EpisodeResult:
+    """Reset ``world`` to (task, seed) and step ``policy`` until success, failure or ``max_steps``.
+
+    ``on_step(t, obs, action)`` is called with observation t and the action commanded after seeing it.
+    """
+    obs = world.reset(task, seed)
+    episode = world.episode
+    assert episode is not None
+    policy.reset(episode)
+    success, failure = False, None
+    for t in range(episode.max_steps):
+        action = np.asarray(policy.act(obs), dtype=float)
+        if on_step is not None:
+            on_step(t, obs, action)
+        obs = world.step(action)
+        if world.success():
+            success = True
+            break
+        failure = world.failed()
+        if failure is not None:
+            break
+    else:
+        failure = "timeout"
+    return EpisodeResult(task=task, seed=seed, instruction=episode.instruction, success=success,
+                         steps=world.steps, sim_time=world.sim_time, failure=failure)
+
+
+def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[], Policy] = ExpertPolicy,
+             config: WorldConfig | None = None) -> dict:
+    """Run seeds ``seed .. seed+episodes-1`` of ``task``; returns task, episodes, success_rate, mean_steps,
+    mean_sim_time_s, failures (reason -> count), seeds (of failed episodes: ``failed_seeds``) and wall_time_s."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes!r} must be >= 1")
+    world = TabletopWorld(config or WorldConfig(render=False))
+    policy = policy_factory()
+    results = []
+    start = time.perf_counter()
+    try:
+        for s in range(seed, seed + episodes):
+            results.append(run_episode(world, task, s, policy))
+    finally:
+        world.close()
+    wall = time.perf_counter() - start
+    return {
+        "task": task,
+        "episodes": episodes,
+        "success_rate": sum(r.success for r in results) / episodes,
+        "mean_steps": float(np.mean([r.steps for r in results])),
+        "mean_sim_time_s": float(np.mean([r.sim_time for r in results])),
+        "failures": dict(Counter(r.failure for r in results if not r.success)),
+        "seeds": [r.seed for r in results],
+        "failed_seeds": [r.seed for r in results if not r.success],
+        "wall_time_s": wall,
+    }
