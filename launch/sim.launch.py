@@ -6,11 +6,11 @@ starts as processes on machines without ``ros2 launch``.
 
 from __future__ import annotations
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from mhc_ros.system import sim_system
 
 # name -> (default, type, description)
@@ -24,6 +24,8 @@ ARGUMENTS = {
     "realtime_factor": ("1.0", float, "simulation speed vs wall clock; 0 = as fast as the controller answers"),
     "publish_images": ("true", bool, "render and publish /camera/image_raw"),
     "use_sim_time": ("true", bool, "controllers follow /clock"),
+    "auto_start": ("true", bool, "the bridge starts episode (task, seed) by itself; false: wait for "
+                                 "/sim/episode_request (what mhc bringup does)"),
 }
 
 

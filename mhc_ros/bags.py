@@ -132,7 +132,8 @@ def episode_messages(arrays: Mapping[str, np.ndarray], meta: Mapping) -> list[tu
                 effort=np.zeros(0, dtype=np.float64),
             ),
         ))
-        quats = [identity] * arrays["object_positions"].shape[1] if object_orientations is None else object_orientations[t]
+        slots = arrays["object_positions"].shape[1]
+        quats = [identity] * slots if object_orientations is None else object_orientations[t]
         poses = [_pose(position, quat) for position, quat in zip(arrays["object_positions"][t], quats, strict=True)]
         messages.append((
             "/sim/object_poses", now, _msg("geometry_msgs/msg/PoseArray")(header=_header(now, WORLD_FRAME), poses=poses)

@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,6 +76,15 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it if bringup itself is killed (e.g. SIGKILL), no orphans."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class ProcessGroup:
     """Node processes started from :class:`NodeDescription` s, each logging to ``log_dir/NAME.log``."""
 
@@ -91,7 +100,8 @@ class ProcessGroup:
         self._logs.append(log)
         env = {**os.environ, **self.env, **node.env}
         self.processes[node.name] = subprocess.Popen(node.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                                     preexec_fn=_stop_with_parent)
 
     def check(self) -> None:
         """Raise :class:`ChildDied` naming the first child that has exited."""
@@ -114,16 +124,12 @@ class ProcessGroup:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             running = [p for p in self.processes.values() if p.poll() is None]
             for process in running:
-                try:
+                with suppress(ProcessLookupError):
                     process.send_signal(sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + grace_s
             for process in running:
-                try:
+                with suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-                except subprocess.TimeoutExpired:
-                    pass
             if all(p.poll() is not None for p in self.processes.values()):
                 break
         for log in self._logs:
@@ -218,8 +224,8 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
     """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) across processes.
 
     Prints one line per episode and a summary to ``out``; returns ``{"policy", "task", "domain_id",
-    "episodes": [per-episode dicts], "successes", "success_rate", "wall_s", "exit_codes", "error",
-    "interrupted", "log_dir"}``. ``timeout_s`` is each episode's wall-time limit (s).
+    "episodes": [per-episode dicts], "successes", "success_rate", "wall_s", "exit_codes", "pids",
+    "error", "interrupted", "log_dir"}``. ``timeout_s`` is each episode's wall-time limit (s).
     """
     nodes = bringup_nodes(policy, task, seed, realtime_factor, image_width, image_height)
     domain_id = choose_domain_id(domain_id)
@@ -257,6 +263,7 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
         if client is not None:
             client.close()
         result["exit_codes"] = group.shutdown()
+        result["pids"] = {name: process.pid for name, process in group.processes.items()}
     bad_exits = {name: code for name, code in result["exit_codes"].items() if code != 0}
     if bad_exits and result["error"] is None and result["interrupted"] is None:
         result["error"] = f"nodes exited with non-zero status on shutdown: {bad_exits} (logs in {log_dir})"
@@ -272,7 +279,7 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
 
 
 def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, image_width: int,
-                  image_height: int) -> list:
+                  image_height: int) -> list[NodeDescription]:
     """The node list bringup starts: ``sim_system`` without the bridge's own first episode (bringup requests each)."""
     return sim_system(policy=policy, task=task, seed=seed, image_width=image_width, image_height=image_height,
                       realtime_factor=realtime_factor, auto_start=False)

@@ -9,6 +9,7 @@ are in the ``world`` frame (table-top robot base frame, z up), quaternions are `
 from __future__ import annotations
 
 import array
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -228,7 +229,7 @@ def trajectory_target(msg: JointTrajectory, limits: JointLimits, horizon_s: floa
     (one control period, s) by ``time_from_start``. Raises ``CommandRejected`` with the reason.
     """
     times = [time_to_seconds(point.time_from_start) for point in msg.points]
-    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+    if any(b < a for a, b in itertools.pairwise(times)):
         raise CommandRejected(f"time_from_start decreases: {times}")
     targets = validate_joint_targets(msg.joint_names, [list(p.positions) for p in msg.points], limits, required)
     return target_at(targets, times, horizon_s)
@@ -241,7 +242,7 @@ def joint_trajectory_msg(positions: np.ndarray, time_from_start_s: float, stamp_
     sec = math.floor(seconds)
     point = JointTrajectoryPoint(
         positions=[float(v) for v in np.asarray(positions, dtype=float).reshape(-1)],
-        time_from_start=Duration(sec=int(sec), nanosec=int(round((seconds - sec) * 1e9))))
+        time_from_start=Duration(sec=int(sec), nanosec=round((seconds - sec) * 1e9)))
     return JointTrajectory(header=header(stamp_s), joint_names=list(names), points=[point])
 
 

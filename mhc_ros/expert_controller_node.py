@@ -10,21 +10,19 @@ finite-differenced between pose stamps; no images), and answers every joint stat
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from mhc_ros import conversions as conv
+from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
-
-EE_LINK_NAME = "panda_grasptarget"
 
 
 def episode_spec(task: str, seed: int) -> Any:
@@ -39,52 +37,34 @@ def episode_spec(task: str, seed: int) -> Any:
     return spec
 
 
-class PandaKinematics:
-    """Forward kinematics of the Panda URDF (the simulation's robot, fixed base at the world origin).
+def urdf_joint_limits(urdf_text: str, names: tuple[str, ...] = conv.JOINT_NAMES) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower, upper)`` position limits (rad, m) of joints ``names`` from a URDF's ``<limit>`` tags."""
+    import xml.etree.ElementTree as ET
 
-    Uses its own PyBullet DIRECT client, so it never touches a simulation.
-    """
+    joints = {j.get("name"): j.find("limit") for j in ET.fromstring(urdf_text).iter("joint")}
+    missing = [n for n in names if joints.get(n) is None]
+    if missing:
+        raise ValueError(f"URDF has no <limit> for joint '{missing[0]}'")
+    return (np.array([float(joints[n].get("lower")) for n in names]),
+            np.array([float(joints[n].get("upper")) for n in names]))
 
-    def __init__(self, joint_names: tuple[str, ...] = conv.JOINT_NAMES, ee_link: str = EE_LINK_NAME) -> None:
-        import pybullet
-        import pybullet_data
-        from pybullet_utils.bullet_client import BulletClient
 
-        self._client = BulletClient(connection_mode=pybullet.DIRECT)
-        self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
-        self._robot = self._client.loadURDF("franka_panda/panda.urdf", [0.0, 0.0, 0.0], useFixedBase=True)
-        joints, links = {}, {}
-        for j in range(self._client.getNumJoints(self._robot)):
-            info = self._client.getJointInfo(self._robot, j)
-            joints[info[1].decode()], links[info[12].decode()] = j, j
-        self._joint_ids = [joints[name] for name in joint_names]
-        self._ee_link = links[ee_link]
-        info = [self._client.getJointInfo(self._robot, j) for j in self._joint_ids]
-        self.lower = np.array([i[8] for i in info])  # URDF limits (9,) rad / m
-        self.upper = np.array([i[9] for i in info])
+def panda_joint_limits() -> tuple[np.ndarray, np.ndarray]:
+    """URDF limits (9,) of the simulation's Panda (``pybullet_data/franka_panda/panda.urdf``)."""
+    import pybullet_data
 
-    def ee_pose(self, joint_positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """End-effector position (3,) m and orientation (4,) xyzw for joint positions (9,) rad/m."""
-        for joint_id, q in zip(self._joint_ids, joint_positions, strict=True):
-            self._client.resetJointState(self._robot, joint_id, float(q))
-        state = self._client.getLinkState(self._robot, self._ee_link, computeForwardKinematics=True)
-        return np.array(state[4]), np.array(state[5])
-
-    def close(self) -> None:
-        """Disconnect the PyBullet client."""
-        if self._client is not None:
-            self._client.disconnect()
-            self._client = None
+    return urdf_joint_limits((Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf").read_text())
 
 
 class ObservationAssembler:
     """Builds ``mhc_sim.Observation`` objects from message contents (pure; no ROS graph needed).
 
+    ``kinematics`` is an ``mhc_sim.PandaKinematics`` (forward kinematics of the grasp frame).
     Poses are stored with their stamps (s); object velocities are the finite difference of the
     two latest pose samples of the current episode.
     """
 
-    def __init__(self, kinematics: PandaKinematics) -> None:
+    def __init__(self, kinematics: Any) -> None:
         self.kinematics = kinematics
         self.reset(0.0, np.zeros(0, bool))
 
@@ -112,7 +92,7 @@ class ObservationAssembler:
 
         if self.positions is None or stamp < self.start_time - 1e-9:
             return None
-        ee_position, ee_orientation = self.kinematics.ee_pose(positions)
+        ee_position, ee_orientation = self.kinematics.forward(positions[:7])
         present = self.object_present if len(self.object_present) == len(self.positions) else \
             np.ones(len(self.positions), bool)
         return Observation(
@@ -130,7 +110,10 @@ class ExpertControllerNode(Node):
         super().__init__("mhc_expert_controller", **kwargs)
         self.declare_parameter("control_hz", 20.0)
         self.period = 1.0 / float(self.get_parameter("control_hz").value)
-        self.kinematics = PandaKinematics()
+        import mhc_sim
+
+        self.kinematics = mhc_sim.PandaKinematics()  # one private PyBullet client: FK here, IK in the expert
+        self.lower, self.upper = panda_joint_limits()
         self.assembler = ObservationAssembler(self.kinematics)
         self.expert: Any = None
         self.episode_id = -1
@@ -152,7 +135,7 @@ class ExpertControllerNode(Node):
 
         self.episode_id = status["episode_id"]
         spec = episode_spec(status["task"], int(status["seed"]))
-        self.expert = mhc_sim.make_expert(spec)
+        self.expert = mhc_sim.make_expert(spec, self.kinematics)
         if hasattr(self.expert, "reset"):
             self.expert.reset()
         self.assembler.reset(float(status["start_time"]), np.asarray(status.get("object_present", []), bool))
@@ -179,7 +162,7 @@ class ExpertControllerNode(Node):
         action = np.asarray(self.expert.act(obs), dtype=float)
         self.acted_stamp = stamp
         # The world clips commands to the URDF limits itself; the bridge (like a real driver) rejects them.
-        action[:7] = np.clip(action[:7], self.kinematics.lower[:7], self.kinematics.upper[:7])
+        action[:7] = np.clip(action[:7], self.lower[:7], self.upper[:7])
         action[7] = np.clip(action[7], 0.0, conv.GRIPPER_MAX_WIDTH)
         # Gripper first: the bridge (in lockstep) steps when the arm trajectory arrives.
         self.pub_gripper.publish(conv.gripper_msg(float(action[7])))
@@ -192,16 +175,8 @@ class ExpertControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``mhc_expert_controller``; exits cleanly on Ctrl-C and SIGTERM."""
-    try:
-        with rclpy.init(args=args):
-            node = ExpertControllerNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.close()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Console script; exits with status 0 on Ctrl-C and SIGTERM (see ``mhc_ros.ros_env.run_node``)."""
+    run_node(ExpertControllerNode, args)
 
 
 if __name__ == "__main__":

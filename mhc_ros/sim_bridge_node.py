@@ -22,11 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -35,6 +33,7 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from mhc_ros import conversions as conv
+from mhc_ros.ros_env import run_node
 
 SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -283,16 +282,8 @@ def _descriptor(description: str):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script ``mhc_sim_bridge``; exits cleanly on Ctrl-C and SIGTERM."""
-    try:
-        with rclpy.init(args=args):
-            node = SimBridgeNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.close()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    """Console script; exits with status 0 on Ctrl-C and SIGTERM (see ``mhc_ros.ros_env.run_node``)."""
+    run_node(SimBridgeNode, args)
 
 
 if __name__ == "__main__":

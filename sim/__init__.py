@@ -8,7 +8,7 @@ from mhc_sim.experts import Expert, make_expert
 from mhc_sim.kinematics import PandaKinematics
 from mhc_sim.rollout import EpisodeResult, ExpertPolicy, evaluate, run_episode
 from mhc_sim.scene import DIRECTIONS, JOINT_NAMES, OBJECT_SLOTS
-from mhc_sim.tasks import SKILLS, TASKS, EpisodeSpec, TaskSpec
+from mhc_sim.tasks import SKILLS, TASKS, EpisodeSpec, TaskSpec, episode_spec
 from mhc_sim.world import Observation, TabletopWorld, WorldConfig
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TabletopWorld",
     "TaskSpec",
     "WorldConfig",
+    "episode_spec",
     "evaluate",
     "make_expert",
     "run_episode",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-
 from mhc_sim.kinematics import PandaKinematics, top_down_orientation
 from mhc_sim.scene import CUBE_HALF, DIRECTIONS, HOME_JOINTS, MAX_GRIPPER_WIDTH, OBJECT_SLOTS
 from mhc_sim.tasks import EpisodeSpec
@@ -23,6 +22,11 @@ CARRY_Z = 0.22        # carrying height (m), clears the bin rim with the cube ha
 STEP = 0.02           # default Cartesian step per control period (m)
 YAW_STEP = 0.15       # max yaw change per control period (rad)
 INTERCEPT_OFFSET = 0.10  # the hand waits this far past the table centre line, on the ball's far side (m)
+
+
+def _up(height: float) -> np.ndarray:
+    """World-frame offset (3,) of ``height`` metres straight up."""
+    return np.array([0.0, 0.0, height])
 
 
 def _yaw_of(quaternion: np.ndarray) -> float:
@@ -101,26 +105,26 @@ class Expert:
             return goal, 0.04, yaw, 0.04, self._arrived(obs, goal, 0.03)
         obj = self._obj(obs, target)
         if target == "bin":  # carrying: keep the fingers closed
-            goal = obj + [0.0, 0.0, CARRY_Z]
+            goal = obj + _up(CARRY_Z)
             return goal, 0.0, 0.0, STEP, self._arrived(obs, goal, 0.02)
         yaw = _cube_grasp_yaw(obs.object_orientations[OBJECT_SLOTS.index(target)])
         if self._next_skill() == "push":
             d = np.array(DIRECTIONS[self.episode.direction or "left"])
-            goal = obj - d * (CUBE_HALF + 0.04) + [0.0, 0.0, HOVER]
+            goal = obj - d * (CUBE_HALF + 0.04) + _up(HOVER)
             return goal, 0.0, self._push_yaw(d), STEP, self._arrived(obs, goal, 0.015)
-        goal = obj + [0.0, 0.0, HOVER]
+        goal = obj + _up(HOVER)
         aligned = abs(np.angle(np.exp(1j * (yaw - self._yaw)))) < 0.05
         return goal, MAX_GRIPPER_WIDTH, yaw, STEP, aligned and self._arrived(obs, goal, 0.012)
 
     def _touch(self, obs: Observation, target: str) -> tuple[np.ndarray, float, float, float, bool]:
         obj = self._obj(obs, target)
         yaw = _cube_grasp_yaw(obs.object_orientations[OBJECT_SLOTS.index(target)])
-        return obj + [0.0, 0.0, 0.005], MAX_GRIPPER_WIDTH, yaw, 0.015, False
+        return obj + _up(0.005), MAX_GRIPPER_WIDTH, yaw, 0.015, False
 
     def _grasp(self, obs: Observation, target: str) -> tuple[np.ndarray, float, float, float, bool]:
         yaw = self._yaw
         if self._stage == 0:  # descend around the cube with the fingers open
-            goal = self._obj(obs, target) + [0.0, 0.0, 0.002]
+            goal = self._obj(obs, target) + _up(0.002)
             if self._arrived(obs, goal, 0.008):
                 self._stage, self._anchor = 1, goal
             return goal, MAX_GRIPPER_WIDTH, yaw, 0.015, False
@@ -134,7 +138,7 @@ class Expert:
         return self._anchor, 0.0, self._yaw, 0.015, bool(obs.ee_position[2] > CARRY_Z - 0.03)
 
     def _place(self, obs: Observation, target: str) -> tuple[np.ndarray, float, float, float, bool]:
-        goal = self._obj(obs, target) + [0.0, 0.0, 0.09]
+        goal = self._obj(obs, target) + _up(0.09)
         return goal, 0.0, self._yaw, 0.015, self._arrived(obs, goal, 0.015)
 
     def _release(self, obs: Observation, target: str) -> tuple[np.ndarray, float, float, float, bool]:

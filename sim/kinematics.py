@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pybullet
-import pybullet_data
-from pybullet_utils.bullet_client import BulletClient
-
-from mhc_sim.scene import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, HOME_JOINTS
+from mhc_sim.scene import ARM_JOINT_NAMES, FINGER_JOINT_NAMES, HOME_JOINTS, connect
 
 EE_LINK_NAME = "panda_grasptarget"
 
@@ -20,8 +17,7 @@ class PandaKinematics:
     """Forward and inverse kinematics of the Panda's ``panda_grasptarget`` frame."""
 
     def __init__(self) -> None:
-        self._client = BulletClient(connection_mode=pybullet.DIRECT)
-        self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
+        self._client = connect()
         self._robot = self._client.loadURDF("franka_panda/panda.urdf", useFixedBase=True)
         joints, links = {}, {}
         for j in range(self._client.getNumJoints(self._robot)):
@@ -51,8 +47,9 @@ class PandaKinematics:
            seed: np.ndarray | None = None, iterations: int = 4, tolerance: float = 1e-3) -> np.ndarray:
         """Arm joints (7,) placing the grasp frame at ``position`` (3,) with ``orientation`` (4,) xyzw.
 
-        ``rest_joints`` (7,) is the null-space preference (default: the home pose); ``seed`` (7,) is where the
-        solver starts (default: ``rest_joints``); seeding with the previous solution gives a smooth joint path. Repeats the solve from its own answer, which brings the
+        ``rest_joints`` (7,) is the null-space preference (default: the home pose); ``seed`` (7,) is where
+        the solver starts (default: ``rest_joints``); seeding with the previous solution gives a smooth joint
+        path. Repeats the solve from its own answer, which brings the
         damped-least-squares result to about ``tolerance`` metres.
         """
         rest = np.asarray(HOME_JOINTS if rest_joints is None else rest_joints, dtype=float)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
 from mhc_sim.experts import Expert
 from mhc_sim.kinematics import PandaKinematics
 from mhc_sim.tasks import EpisodeSpec

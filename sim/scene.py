@@ -5,10 +5,16 @@ Direction names used by tasks: left = +y, right = -y, forward = +x (away from th
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import pybullet
+import pybullet_data
+from pybullet_utils.bullet_client import BulletClient
 
 OBJECT_SLOTS: tuple[str, ...] = ("red_cube", "green_cube", "blue_cube", "yellow_cube", "ball", "bin")
 CUBE_SLOTS: tuple[str, ...] = OBJECT_SLOTS[:4]
@@ -46,12 +52,55 @@ class ObjectPlacement:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
+def connect(gui: bool = False) -> BulletClient:
+    """A new PyBullet client (DIRECT unless ``gui``) with ``pybullet_data`` on its search path.
+
+    PyBullet's C code prints ``argv[0]=`` on stdout when it connects; that would corrupt JSON that the CLI
+    prints on stdout (``mhc eval --json``), so stdout is pointed at /dev/null for the connect call only.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            client = BulletClient(connection_mode=pybullet.GUI if gui else pybullet.DIRECT)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    client.setAdditionalSearchPath(pybullet_data.getDataPath())
+    return client
+
+
+@cache
+def panda_urdf(detailed_visuals: bool) -> str:
+    """Path of the Panda URDF to load.
+
+    With ``detailed_visuals`` False the visual meshes are replaced by the collision meshes (~3.5k instead of
+    ~100k triangles): TinyRenderer's cost is per triangle, so 96x96 frames render several times faster and
+    the small image loses nothing. Physics is identical either way.
+    """
+    original = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+    if detailed_visuals:
+        return original
+    meshes = os.path.join(pybullet_data.getDataPath(), "franka_panda", "meshes")
+    with open(original) as f:
+        text = f.read()
+    text = text.replace("package://meshes/visual/", os.path.join(meshes, "collision") + "/")
+    text = text.replace("package://meshes/collision/", os.path.join(meshes, "collision") + "/")
+    folder = tempfile.mkdtemp(prefix="mhc_sim_")
+    path = os.path.join(folder, "panda_low_poly.urdf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def build_table(client: pybullet) -> int:
     """Static table box with its top at z = 0."""
     col = client.createCollisionShape(pybullet.GEOM_BOX, halfExtents=TABLE_HALF_EXTENTS)
     vis = client.createVisualShape(pybullet.GEOM_BOX, halfExtents=TABLE_HALF_EXTENTS, rgbaColor=(0.8, 0.7, 0.55, 1))
     body = client.createMultiBody(0.0, col, vis, TABLE_CENTER)
-    client.changeDynamics(body, -1, lateralFriction=0.8, rollingFriction=0.0, spinningFriction=0.0)
+    # Low enough that a cube pushed at mid-height slides instead of tipping over (cube-table mu ~ 0.5).
+    client.changeDynamics(body, -1, lateralFriction=0.4, rollingFriction=0.0, spinningFriction=0.0)
     return body
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from mhc_sim.scene import (
     BALL_RADIUS,
     BIN_HEIGHT,
@@ -96,10 +95,11 @@ def _uniform_xy(rng: np.random.Generator, region: tuple[tuple[float, float], tup
 def _cube_scene(rng: np.random.Generator, target: str, direction: str | None) -> Placements:
     """Four cubes and the bin; the target's push path (if any) is kept clear of other objects."""
     placements: Placements = {}
-    # The bin sits to one side; cubes keep 0.15 m from its centre (outer half width 0.088 + cube + margin).
+    # The bin sits to one side. Cubes keep 0.19 m from its centre: its outer corner is 0.125 m out and an open
+    # finger reaches 0.05 m beyond a cube centre, so a grasp never lands a finger on the rim.
     bin_xy = np.array([rng.uniform(0.42, 0.58), rng.choice([-1.0, 1.0]) * rng.uniform(0.30, 0.34)])
     placements["bin"] = ObjectPlacement(np.array([*bin_xy, 0.0]), 0.0)
-    keepout: list[tuple[np.ndarray, np.ndarray, float]] = [(bin_xy, bin_xy, 0.16)]  # segment a-b, clearance
+    keepout: list[tuple[np.ndarray, np.ndarray, float]] = [(bin_xy, bin_xy, 0.19)]  # segment a-b, clearance
     order = [target] + [s for s in CUBE_SLOTS if s != target]
     for slot in order:
         for _ in range(1000):
@@ -109,6 +109,10 @@ def _cube_scene(rng: np.random.Generator, target: str, direction: str | None) ->
                 end = xy + d * 0.17
                 # Keep the whole push (approach behind the cube to the end point) on the reachable table.
                 if not (0.36 <= end[0] <= 0.68 and abs(end[1]) <= 0.28 and xy[0] - d[0] * 0.08 >= 0.33):
+                    continue
+                # The hand comes down behind the cube and sweeps to past its end: keep that strip off the bin.
+                path = [xy + d * t for t in np.linspace(-0.09, 0.19, 8)]
+                if any(_segment_distance(p, a, b) <= r + 0.02 for p in path for a, b, r in keepout):
                     continue
             if all(_segment_distance(np.array(xy), a, b) > r for a, b, r in keepout):
                 break
@@ -258,3 +262,10 @@ def make_episode(task: str, seed: int, rng: np.random.Generator) -> tuple[Episod
                           template_index=template_index, target=target, direction=direction,
                           plan=spec.build_plan(target, direction), max_steps=spec.max_steps)
     return episode, placements
+
+
+def episode_spec(task: str, seed: int) -> EpisodeSpec:
+    """The EpisodeSpec that ``TabletopWorld.reset(task, seed)`` would make, without building a world."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r} (expected one of {sorted(TASKS)})")
+    return make_episode(task, int(seed), np.random.default_rng(int(seed)))[0]

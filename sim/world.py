@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pybullet
-import pybullet_data
-from pybullet_utils.bullet_client import BulletClient
-
 from mhc_sim.scene import (
     ARM_JOINT_NAMES,
     FINGER_JOINT_NAMES,
@@ -27,13 +24,15 @@ from mhc_sim.scene import (
     ObjectPlacement,
     build_object,
     build_table,
+    connect,
+    panda_urdf,
 )
 from mhc_sim.tasks import TASKS, EpisodeSpec, make_episode
 
 EE_LINK_NAME = "panda_grasptarget"  # between the fingertips; the point the experts steer
 ARM_MAX_FORCE = {"panda_joint1": 87.0, "panda_joint2": 87.0, "panda_joint3": 87.0, "panda_joint4": 87.0,
                  "panda_joint5": 12.0, "panda_joint6": 12.0, "panda_joint7": 12.0}
-FINGER_FORCE = 60.0  # N per finger; the URDF's 20 N lets cubes slip during fast lifts
+FINGER_FORCE = 60.0  # N per finger, firmer than the URDF effort (20 N) so a lifted cube does not slip
 
 
 @dataclass
@@ -45,6 +44,7 @@ class WorldConfig:
     closely enough that one control period is a whole number of physics steps.
     wrist_camera: also render a camera on the hand. gui: open the PyBullet GUI instead of DIRECT.
     render: render images at all; False gives ``image=None`` (fast expert evaluation).
+    detailed_robot: draw the Panda with its full visual meshes (about 5x slower rendering; same physics).
     """
 
     image_width: int = 96
@@ -54,6 +54,7 @@ class WorldConfig:
     wrist_camera: bool = False
     gui: bool = False
     render: bool = True
+    detailed_robot: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_width", "image_height"):
@@ -106,9 +107,7 @@ class TabletopWorld:
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
-        mode = pybullet.GUI if self.config.gui else pybullet.DIRECT
-        self._client = BulletClient(connection_mode=mode)
-        self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
+        self._client = connect(self.config.gui)
         self.episode: EpisodeSpec | None = None
         self.sim_time = 0.0
         self.steps = 0
@@ -127,7 +126,7 @@ class TabletopWorld:
         c.setPhysicsEngineParameter(fixedTimeStep=self.config.sim_dt, numSubSteps=0, numSolverIterations=100,
                                     deterministicOverlappingPairs=1)
         self._table = build_table(c)
-        self._robot = c.loadURDF("franka_panda/panda.urdf", [0.0, 0.0, 0.0], useFixedBase=True,
+        self._robot = c.loadURDF(panda_urdf(self.config.detailed_robot), [0.0, 0.0, 0.0], useFixedBase=True,
                                  flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
         joints: dict[str, int] = {}
         links: dict[str, int] = {}
@@ -251,6 +250,15 @@ class TabletopWorld:
         """Linear velocity (3,) of ``slot`` (m/s)."""
         return np.array(self._client.getBaseVelocity(self._bodies[slot])[0])
 
+    def set_object_pose(self, slot: str, position: np.ndarray, yaw: float = 0.0) -> None:
+        """Teleport a present object to ``position`` (3,) m with ``yaw`` rad, at rest (tests, scripted resets)."""
+        if slot not in self._bodies:
+            raise ValueError(f"Object slot {slot!r} is not present in this episode (present: {sorted(self._bodies)})")
+        c = self._client
+        c.resetBasePositionAndOrientation(self._bodies[slot], [float(v) for v in position],
+                                          c.getQuaternionFromEuler([0.0, 0.0, float(yaw)]))
+        c.resetBaseVelocity(self._bodies[slot], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+
     def ee_position(self) -> np.ndarray:
         """Position (3,) of ``panda_grasptarget`` (between the fingertips)."""
         return np.array(self._client.getLinkState(self._robot, self._ee_link, computeForwardKinematics=True)[4])
@@ -302,9 +310,9 @@ class TabletopWorld:
                                                        flags=pybullet.ER_NO_SEGMENTATION_MASK)
         return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
 
-    SCENE_CAMERA_EYE = (1.15, 0.0, 0.75)   # in front of the robot, looking back at it and the table
-    SCENE_CAMERA_TARGET = (0.35, 0.0, 0.0)
-    SCENE_CAMERA_FOV_DEG = 60.0
+    SCENE_CAMERA_EYE = (1.35, 0.0, 0.95)   # in front of the robot, looking back at it and the table
+    SCENE_CAMERA_TARGET = (0.3, 0.0, 0.12)
+    SCENE_CAMERA_FOV_DEG = 55.0
 
     def _scene_camera_matrices(self) -> tuple[list[float], list[float]]:
         c = self._client

@@ -1,0 +1,161 @@
+"""The sim bridge in-process on a real rclpy graph: bad commands are rejected, counted, and the arm holds.
+
+The ROS domain and localhost-only discovery come from ``tests/conftest.py``.
+"""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from mhc_ros import conversions as conv  # noqa: E402
+from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SimBridgeNode  # noqa: E402
+
+
+class Probe:
+    """A test node that commands the bridge and records what it publishes."""
+
+    def __init__(self, context):
+        self.node = rclpy.create_node("probe", context=context)
+        self.joints: np.ndarray | None = None
+        self.joint_stamp = -1.0
+        self.status: dict = {}
+        self.diagnostics: dict[str, str] = {}
+        self.images = 0
+        self.instruction = ""
+        self.trajectory = self.node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory",
+                                                     RELIABLE_QOS)
+        self.gripper = self.node.create_publisher(Float64MultiArray, "/gripper_controller/commands", RELIABLE_QOS)
+        self.request = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
+        self.node.create_subscription(JointState, "/joint_states", self._on_joints, RELIABLE_QOS)
+        self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
+        self.node.create_subscription(String, "/mhc/instruction", self._on_instruction, LATCHED_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(Image, "/camera/image_raw", self._on_image, SENSOR_QOS)
+
+    def _on_joints(self, msg):
+        self.joints, _ = conv.joint_state_arrays(msg)
+        self.joint_stamp = conv.time_to_seconds(msg.header.stamp)
+
+    def _on_status(self, msg):
+        self.status = json.loads(msg.data)
+
+    def _on_instruction(self, msg):
+        self.instruction = msg.data
+
+    def _on_image(self, msg):
+        assert conv.image_from_msg(msg).shape == (32, 32, 3)
+        self.images += 1
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name.startswith("mhc_sim_bridge"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+@pytest.fixture
+def graph():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    bridge = SimBridgeNode(context=context, parameter_overrides=[
+        Parameter("task", value="reach"), Parameter("seed", value=1), Parameter("image_width", value=32),
+        Parameter("image_height", value=32), Parameter("realtime_factor", value=5.0),
+        Parameter("max_steps", value=100000), Parameter("reject_log_period_s", value=0.2)])
+    probe = Probe(context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(bridge)
+    executor.add_node(probe.node)
+
+    def spin_until(condition, timeout_s=20.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.02)
+            if condition():
+                return True
+        raise AssertionError(f"condition not met within {timeout_s} s")
+
+    yield bridge, probe, spin_until
+    executor.shutdown()
+    probe.node.destroy_node()
+    bridge.close()
+    context.try_shutdown()
+
+
+def _trajectory(positions, names=conv.ARM_JOINTS):
+    return conv.joint_trajectory_msg(np.asarray(positions, float), 0.05, names=names)
+
+
+def test_bad_trajectories_are_rejected_counted_and_the_arm_holds(graph):
+    bridge, probe, spin_until = graph
+    spin_until(lambda: probe.status.get("episode_id") == 1 and probe.joints is not None and probe.images > 0
+               and probe.instruction != "")
+    assert probe.instruction == probe.status["instruction"] and probe.status["seed"] == 1
+    home = probe.joints[:7].copy()
+
+    # Before any command the arm holds its reset pose.
+    stamp = probe.joint_stamp
+    spin_until(lambda: probe.joint_stamp > stamp + 0.5)
+    np.testing.assert_allclose(probe.joints[:7], home, atol=2e-3)
+
+    # A valid command moves joint 1.
+    goal = home.copy()
+    goal[0] += 0.3
+    probe.trajectory.publish(_trajectory(goal))
+    probe.gripper.publish(conv.gripper_msg(0.02))
+    spin_until(lambda: abs(probe.joints[0] - goal[0]) < 5e-3 and abs(probe.joints[7] + probe.joints[8] - 0.02) < 2e-3)
+
+    # Unknown name, NaN, a position outside the URDF limits, wrong length, bad gripper: all rejected.
+    far = goal.copy()
+    far[0] -= 0.6
+    unknown = _trajectory(far, names=[*conv.ARM_JOINTS[:6], "wrist"])
+    nan = far.copy()
+    nan[2] = math.nan
+    outside = far.copy()
+    outside[3] = 0.5  # panda_joint4 upper limit is 0.0 rad
+    short = _trajectory(far)
+    short.points[0].positions = list(far[:6])
+    for msg in (unknown, _trajectory(nan), _trajectory(outside), short):
+        probe.trajectory.publish(msg)
+    probe.gripper.publish(Float64MultiArray(data=[math.inf]))
+    spin_until(lambda: probe.status.get("rejected_commands") == 5)
+    assert bridge.rejected_total == 5
+    assert "rejected, holding" in bridge.last_rejection
+
+    # The arm holds the last valid command while the bridge keeps stepping.
+    step = probe.status["step"]
+    spin_until(lambda: probe.status["step"] > step + 20)
+    np.testing.assert_allclose(probe.joints[:7], goal, atol=5e-3)
+    assert abs(probe.joints[7] + probe.joints[8] - 0.02) < 2e-3
+    spin_until(lambda: probe.diagnostics.get("rejected_commands_total") == "5")
+    assert probe.diagnostics["rejected_commands"] == "5"
+
+    # ... and still obeys the next valid command.
+    probe.trajectory.publish(_trajectory(home))
+    spin_until(lambda: abs(probe.joints[0] - home[0]) < 5e-3)
+    assert not probe.status["done"]
+
+
+def test_episode_requests_are_validated(graph):
+    bridge, probe, spin_until = graph
+    spin_until(lambda: probe.status.get("episode_id") == 1)
+    for text in ("not json", '{"task": "fly", "seed": 0}', '{"task": "reach", "seed": -3}'):
+        probe.request.publish(String(data=text))
+    spin_until(lambda: bridge.bad_requests == 3)
+    assert probe.status["episode_id"] == 1
+    probe.request.publish(String(data=json.dumps({"task": "push", "seed": 2, "request_id": "r1"})))
+    spin_until(lambda: probe.status.get("episode_id") == 2)
+    assert (probe.status["task"], probe.status["seed"], probe.status["request_id"]) == ("push", 2, "r1")
+    assert probe.status["step"] < 50 and probe.status["rejected_commands"] == 0  # a fresh episode
+    assert probe.status["start_time"] > 0.0  # /clock keeps running across episodes
+    spin_until(lambda: probe.diagnostics.get("bad_episode_requests") == "3")
