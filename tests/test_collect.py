@@ -1,0 +1,76 @@
+"""`mhc collect` and `mhc eval`: shards follow docs/contracts.md, bags read back, bad input exits 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mhc_ros.bags import EPISODE_TOPICS, bag_summary
+from mhc_ros.cli import main
+
+SHARD_KEYS = {
+    "images": (np.uint8, 4), "joint_positions": (np.float32, 2), "joint_velocities": (np.float32, 2),
+    "actions": (np.float32, 2), "ee_positions": (np.float32, 2), "object_positions": (np.float32, 3),
+    "object_velocities": (np.float32, 3), "object_present": (np.bool_, 1), "phase": (np.int16, 1),
+    "sim_time": (np.float64, 1),
+}
+
+
+def mhc(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mhc_ros.cli", *argv], capture_output=True, text=True, timeout=120)
+
+
+def test_collect_writes_shards_and_bags(tmp_path, capsys):
+    assert main(["collect", "--task", "reach,push", "--episodes", "2", "--out", str(tmp_path),
+                 "--workers", "2", "--seed", "5", "--image-width", "64", "--image-height", "48"]) == 0
+    assert "episodes/minute" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted(e["name"] for e in manifest["episodes"]) == [
+        "push_000005", "push_000006", "reach_000005", "reach_000006"]
+    for entry in manifest["episodes"]:
+        assert entry["success"] and entry["written"]
+        with np.load(tmp_path / "shards" / f"{entry['name']}.npz", allow_pickle=False) as shard:
+            assert set(shard.files) == set(SHARD_KEYS)
+            for key, (dtype, ndim) in SHARD_KEYS.items():
+                assert shard[key].dtype == dtype and shard[key].ndim == ndim, key
+            steps = len(shard["actions"])
+            assert shard["images"].shape == (steps, 48, 64, 3)
+            assert shard["object_positions"].shape == (steps, 6, 3)
+        meta = json.loads((tmp_path / "shards" / f"{entry['name']}.json").read_text())
+        assert meta["steps"] == steps and meta["task"] == entry["task"] and meta["instruction"]
+        assert meta["camera"]["width"] == 64 and len(meta["joint_names"]) == 9
+        summary = bag_summary(tmp_path / "bags" / entry["name"])
+        assert {k: v["type"] for k, v in summary.items()} == {t.name: t.msgtype for t in EPISODE_TOPICS}
+        assert summary["/camera/image_raw"]["count"] == steps
+        assert summary["/arm_controller/joint_trajectory"]["count"] == steps
+
+
+def test_collect_refuses_to_overwrite(tmp_path):
+    argv = ["collect", "--task", "reach", "--episodes", "1", "--out", str(tmp_path), "--workers", "1", "--no-bags"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["collect", "--task", "fly", "--episodes", "1", "--out", "OUT"], "'fly'"),
+    (["collect", "--task", "reach", "--episodes", "-3", "--out", "OUT"], "-3"),
+    (["collect", "--task", "reach", "--episodes", "1", "--out", "/proc/mhc-out"], "'/proc/mhc-out'"),
+    (["eval", "--policy", "expert", "--task", "fly", "--episodes", "1"], "'fly'"),
+    (["eval", "--policy", "expert", "--task", "reach", "--episodes", "-1"], "-1"),
+    (["eval", "--policy", "magic", "--task", "reach", "--episodes", "1"], "'magic'"),
+])
+def test_bad_input_is_one_line_naming_the_value(tmp_path, argv, named):
+    result = mhc(*[str(tmp_path) if a == "OUT" else a for a in argv])
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and named in errors[0], result.stderr
+
+
+def test_eval_expert_prints_clean_json():
+    result = mhc("eval", "--policy", "expert", "--task", "reach", "--episodes", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"] == "reach" and report["episodes"] == 2
+    assert report["success_rate"] == 1.0 and report["mean_steps"] > 0
