@@ -34,6 +34,7 @@ class CollectJob:
     control_hz: float
     write_bag: bool
     keep_failed: bool
+    action_noise: float = 0.0
 
 
 def episode_name(task: str, seed: int) -> str:
@@ -41,12 +42,16 @@ def episode_name(task: str, seed: int) -> str:
     return f"{task}_{seed:06d}"
 
 
-def record_episode(world, expert, obs) -> tuple[dict[str, np.ndarray], dict]:
+def record_episode(world, expert, obs, action_noise: float = 0.0, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
     """Run ``expert`` from ``obs``, the observation ``world.reset`` returned, to the end of the episode.
 
+    With ``action_noise`` > 0 (rad), the arm executes the expert's targets plus Gaussian noise while the
+    recorded label stays the expert's own action: the data then shows how the expert recovers from
+    states slightly off its path, which a cloned policy will visit.
     Returns the shard arrays (observation t and the action chosen from it share index t) and the
     episode's outcome.
     """
+    noise_rng = np.random.default_rng([seed, 1])
     episode = world.episode
     expert.reset()
     steps: dict[str, list] = {key: [] for key in (
@@ -66,7 +71,10 @@ def record_episode(world, expert, obs) -> tuple[dict[str, np.ndarray], dict]:
         steps["object_velocities"].append(obs.object_velocities)
         steps["phase"].append(expert.phase)
         steps["sim_time"].append(obs.sim_time)
-        obs = world.step(action)
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:7] += noise_rng.normal(0.0, action_noise, 7).astype(np.float32)
+        obs = world.step(executed)
         if world.success() or world.failed() or len(steps["actions"]) >= episode.max_steps:
             break
     dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64}
@@ -99,7 +107,7 @@ def collect_episode(job: CollectJob) -> dict:
     world = _world_for(job)
     first = world.reset(job.task, job.seed)
     episode = world.episode
-    arrays, outcome = record_episode(world, make_expert(episode), first)
+    arrays, outcome = record_episode(world, make_expert(episode), first, job.action_noise, job.seed)
     name = episode_name(job.task, job.seed)
     entry = {"name": name, "task": job.task, "seed": job.seed, **outcome, "written": False}
     if not outcome["success"] and not job.keep_failed:
@@ -150,11 +158,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-hz", type=float, default=20.0)
     parser.add_argument("--no-bags", action="store_true", help="write training shards only")
     parser.add_argument("--keep-failed", action="store_true", help="also write episodes the expert failed")
+    parser.add_argument("--action-noise", type=float, default=0.0,
+                        help="std (rad) of noise added to the executed arm targets; labels stay the expert's")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if not np.isfinite(args.action_noise) or args.action_noise < 0:
+        raise UsageError(f"--action-noise {args.action_noise} must be a finite value ≥ 0 (rad)")
     out = writable_dir(args.out)
     for sub in ("shards", "bags"):
         (out / sub).mkdir(exist_ok=True)
@@ -169,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"episode '{clashes[0]}' already exists in '{out}' (choose another --out or --seed)")
     jobs = [
         CollectJob(task, seed, str(out), args.image_width, args.image_height, args.control_hz,
-                   not args.no_bags, args.keep_failed)
+                   not args.no_bags, args.keep_failed, args.action_noise)
         for task in args.task
         for seed in range(args.seed, args.seed + args.episodes)
     ]
