@@ -51,7 +51,7 @@ class MHCConfig:
     router_label_smoothing: float = 0.1  # soft targets of the task router against modality labels
     clustering_coef: float = 0.1  # cross-entropy of the task router vs modality (soft targets)
     mutual_info_coef: float = 0.05  # log E − H(mean p) + mean H(p|x) over sub-experts, per domain
-    balance: str = "bias"  # bias (aux-loss-free), loss (Switch balance loss), both, none
+    balance: str = "both"  # bias (aux-loss-free), loss (Switch balance loss), both, none
     balance_coef: float = 0.01  # Switch balance loss coefficient (balance in {loss, both})
     bias_update_rate: float = 1e-3  # γ of the aux-loss-free bias update (balance in {bias, both})
     z_loss_coef: float = 1e-3  # router z-loss

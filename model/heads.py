@@ -8,10 +8,9 @@ physical units: radians / metres for actions, metres (world frame) for positions
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from mhc_model.config import ACTION_DIM, MOTION_SLOTS, MHCConfig
 from mhc_model.tokenizers import Normalizer
+from torch import nn
 
 
 class OutputHeads(nn.Module):

@@ -28,11 +28,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from mhc_model.config import DOMAINS, PROFILES, MHCConfig
 from mhc_model.heads import OutputHeads
 from mhc_model.tokenizers import LinguisticTokenizer, PhysicalTokenizer, VisualTokenizer
+from torch import nn
 
 LING, VIS, PHYS = DOMAINS
 MASK_VALUE = -1e4  # additive mask; finite so fp16 engines do not produce NaN

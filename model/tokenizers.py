@@ -14,9 +14,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from mhc_model.config import JOINT_STATE_DIM, MHCConfig
+from torch import nn
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
 NONE = "<none>"

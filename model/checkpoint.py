@@ -1,0 +1,114 @@
+"""Checkpoints: ``safetensors`` weights with the config and vocabularies as JSON metadata. No pickle.
+
+A checkpoint ``NAME.safetensors`` rebuilds its policy alone (config, vocabularies in the header
+metadata); ``NAME.json`` beside it holds the same metadata for people and tools. Training state
+for resume (optimizer moments, step) is a second safetensors file ``NAME.train.safetensors``.
+Loading uses ``safetensors.torch.load_file`` only — never ``torch.load`` — so a file from an
+untrusted path cannot execute code; a file that is not safetensors is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from mhc_model.config import MHCConfig
+from mhc_model.policy import MHCPolicy
+from mhc_model.tokenizers import LabelVocabulary, Vocabulary
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+FORMAT = "mhc-checkpoint-v1"
+
+
+def _metadata(policy: MHCPolicy, extra: dict[str, Any] | None) -> dict[str, str]:
+    meta = {
+        "format": FORMAT,
+        "config": policy.config.to_json(),
+        "vocabulary": policy.vocabulary.to_json(),
+        "skills": policy.skills.to_json(),
+        "targets": policy.targets.to_json(),
+    }
+    if extra:
+        meta["extra"] = json.dumps(extra, sort_keys=True)
+    return meta
+
+
+def save_checkpoint(path: str | Path, policy: MHCPolicy, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path`` (``.safetensors`` added if missing) and the JSON beside it; returns the weights path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = _metadata(policy, extra)
+    state = {k: v.detach().contiguous().cpu() for k, v in policy.model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    json_meta = {k: json.loads(v) if k != "format" else v for k, v in meta.items()}
+    path.with_suffix(".json").write_text(json.dumps(json_meta, indent=2, sort_keys=True))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """Header metadata of a checkpoint; raises ``ValueError`` naming the path if it is not one of ours."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[MHCPolicy, dict[str, Any]]:
+    """Rebuild the policy from a checkpoint file alone; returns ``(policy, extra)`` (extra: training info)."""
+    meta = read_metadata(path)
+    policy = MHCPolicy(
+        MHCConfig.from_json(meta["config"]),
+        Vocabulary.from_json(meta["vocabulary"]),
+        LabelVocabulary.from_json(meta["skills"]),
+        LabelVocabulary.from_json(meta["targets"]),
+    )
+    state = load_file(str(path), device=str(map_location))
+    policy.model.load_state_dict(state, strict=True)
+    policy.to(map_location)
+    return policy, json.loads(meta.get("extra", "{}"))
+
+
+def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+    """Optimizer tensors as safetensors; scalar state (steps, hyper-parameters) as JSON metadata."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    state = optimizer.state_dict()
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = float(value)
+    meta = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars),
+            "extra": json.dumps(extra)}
+    tmp = Path(str(path) + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore ``optimizer`` from ``save_optimizer``'s file; returns its ``extra`` dict."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in json.loads(meta["scalars"]).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta["extra"])

@@ -1,0 +1,191 @@
+"""Training data: the shards written by ``mhc collect`` (see docs/contracts.md), in memory.
+
+Each sample is (episode, step t): inputs ``joint_history`` t−Hj+1..t (first state repeated before
+the start), the image at t (resized to the model input once, at load), the instruction;
+labels: actions t..t+K−1 (last repeated), object/end-effector positions t+1..t+H (last repeated),
+presence flags, the episode's plan and the phase at t. Augmentations (colour jitter, small random
+crops) run batched on the training device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mhc_model.config import MHCConfig
+from mhc_model.tokenizers import NONE, LabelVocabulary, Vocabulary, resize_images
+
+
+@dataclass
+class Episode:
+    name: str
+    meta: dict
+    arrays: dict[str, np.ndarray]
+
+
+def list_shards(data_dir: str | Path) -> list[Path]:
+    """``DIR/shards/*.npz`` (or ``DIR/*.npz``) sorted by name; raises naming the folder if none."""
+    root = Path(data_dir)
+    shards = sorted((root / "shards").glob("*.npz")) or sorted(root.glob("*.npz"))
+    if not shards:
+        raise ValueError(f"no shards (*.npz) under {str(root)!r} or {str(root / 'shards')!r}")
+    return shards
+
+
+def load_episode(npz_path: Path) -> Episode:
+    with np.load(npz_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(npz_path.with_suffix(".json").read_text())
+    return Episode(npz_path.stem, meta, arrays)
+
+
+def split_episodes(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic split by episode (never by frame): ``(train, val)``; val empty if < 2 episodes."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    order = sorted(names)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(order)
+    n_val = 0 if len(order) < 2 or val_fraction == 0 else max(1, round(len(order) * val_fraction))
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def build_vocabularies(episodes: list[Episode]) -> tuple[Vocabulary, LabelVocabulary, LabelVocabulary]:
+    vocab = Vocabulary.build(e.meta["instruction"] for e in episodes)
+    skills = LabelVocabulary.build(str(s) for e in episodes for s, _ in e.meta["plan"])
+    slots = [str(s) for e in episodes for s in e.meta.get("object_slots", [])]
+    targets = LabelVocabulary.build([*slots, *(str(t) for e in episodes for _, t in e.meta["plan"])])
+    return vocab, skills, targets
+
+
+class ShardDataset:
+    """All frames of some episodes as tensors; ``batch(indices)`` builds an input+label dict."""
+
+    def __init__(self, episodes: list[Episode], cfg: MHCConfig, vocab: Vocabulary,
+                 skills: LabelVocabulary, targets: LabelVocabulary):
+        if not episodes:
+            raise ValueError("ShardDataset needs at least one episode")
+        self.cfg = cfg
+        images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
+        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of = [], [], [], [], [], []
+        offset = 0
+        for ei, ep in enumerate(episodes):
+            a = ep.arrays
+            T = len(a["actions"])
+            img = torch.from_numpy(a["images"]).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+            chunks = [resize_images(c.float() / 255.0, cfg.image_size) for c in img.split(64)]
+            images.append((torch.cat(chunks) * 255.0).round().to(torch.uint8))
+            joints.append(np.concatenate([a["joint_positions"], a["joint_velocities"]], axis=1))
+            actions.append(a["actions"])
+            obj.append(a["object_positions"])
+            ee.append(a["ee_positions"])
+            present.append(np.concatenate([a["object_present"].astype(bool), [True]]))
+            phase.append(np.clip(a["phase"].astype(np.int64), 0, cfg.plan_slots - 1))
+            i, m = vocab.encode(ep.meta["instruction"], cfg.max_instruction_len)
+            ids.append(i)
+            masks.append(m)
+            plan = list(ep.meta["plan"])[: cfg.plan_slots]
+            s_ids = [skills.id(str(s)) for s, _ in plan] + [skills.id(NONE)] * (cfg.plan_slots - len(plan))
+            t_ids = [targets.id(str(t)) for _, t in plan] + [targets.id(NONE)] * (cfg.plan_slots - len(plan))
+            plan_s.append(s_ids)
+            plan_t.append(t_ids)
+            t = np.arange(T)
+            hist_idx.append(offset + np.clip(t[:, None] + np.arange(-cfg.joint_history + 1, 1), 0, T - 1))
+            act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
+            fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
+            ep_of.append(np.full(T, ei))
+            offset += T
+        self.images = torch.cat(images)  # (F, 3, S, S) uint8
+        self.joints = torch.from_numpy(np.concatenate(joints).astype(np.float32))  # (F, 18)
+        self.actions = torch.from_numpy(np.concatenate(actions).astype(np.float32))  # (F, 8)
+        positions = np.concatenate([np.concatenate(obj), np.concatenate(ee)[:, None]], axis=1)
+        self.positions = torch.from_numpy(positions.astype(np.float32))  # (F, 7, 3)
+        self.phase = torch.from_numpy(np.concatenate(phase))  # (F,)
+        self.episode = torch.from_numpy(np.concatenate(ep_of))  # (F,)
+        self.present = torch.from_numpy(np.stack(present))  # (n_ep, 7)
+        self.ids = torch.from_numpy(np.stack(ids))  # (n_ep, L)
+        self.masks = torch.from_numpy(np.stack(masks))  # (n_ep, L)
+        self.plan_skill = torch.tensor(plan_s, dtype=torch.long)  # (n_ep, P)
+        self.plan_target = torch.tensor(plan_t, dtype=torch.long)  # (n_ep, P)
+        self.hist_idx = torch.from_numpy(np.concatenate(hist_idx))  # (F, Hj)
+        self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
+        self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def to(self, device: torch.device | str) -> ShardDataset:
+        """Move every tensor (images stay uint8) to ``device``, e.g. the GPU for fast batching."""
+        for name, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
+        return self
+
+    def statistics(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean/std of joint states, actions and positions (present slots only) for the normalisers."""
+        pos = self.positions.reshape(-1, 3)
+        present = self.present[self.episode].reshape(-1)  # (F·7,)
+        pos = pos[present] if present.any() else pos
+        return {
+            "joints": (self.joints.mean(0), self.joints.std(0)),
+            "actions": (self.actions.mean(0), self.actions.std(0)),
+            "positions": (pos.mean(0), pos.std(0)),
+        }
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``index (B,)`` frame ids → batch dict (CPU tensors; images float in [0, 1])."""
+        ep = self.episode[index]
+        return {
+            "instruction_ids": self.ids[ep],
+            "instruction_mask": self.masks[ep],
+            "image": self.images[index].float() / 255.0,
+            "joint_history": self.joints[self.hist_idx[index]],  # (B, Hj, 18)
+            "action": self.actions[self.act_idx[index]],  # (B, K, 8)
+            "motion": self.positions[self.fut_idx[index]],  # (B, H, 7, 3)
+            "motion_present": self.present[ep],  # (B, 7)
+            "plan_skill": self.plan_skill[ep],
+            "plan_target": self.plan_target[ep],
+            "phase": self.phase[index],
+        }
+
+
+def augment_images(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.06,
+                   max_zoom: float = 0.08, jitter: float = 0.2) -> torch.Tensor:
+    """Batched small random crops (shift + zoom via an affine grid) and colour jitter
+    (brightness, contrast, saturation ± ``jitter``). ``images (B, 3, S, S)`` in [0, 1]."""
+    B = images.shape[0]
+    dev = images.device
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=generator) * 2 - 1).to(dev)
+
+    scale = 1.0 - max_zoom * (uniform(B) + 1) / 2  # zoom in: crop of 92..100 %
+    theta = torch.zeros(B, 2, 3, device=dev)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = uniform(B, 2) * max_shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    brightness = 1 + jitter * uniform(B, 1, 1, 1)
+    contrast = 1 + jitter * uniform(B, 1, 1, 1)
+    saturation = 1 + jitter * uniform(B, 1, 1, 1)
+    out = out * brightness
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean
+    grey = out.mean(dim=1, keepdim=True)
+    out = (out - grey) * saturation + grey
+    return out.clamp(0.0, 1.0)
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Shuffled frame ids of one epoch, this rank's share (equal length on every rank)."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_rank = math.ceil(n / world)
+    perm = torch.cat([perm, perm[: per_rank * world - n]])  # pad so every rank gets as many
+    return perm[rank::world]

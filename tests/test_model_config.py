@@ -1,0 +1,52 @@
+"""MHCConfig validation, presets and JSON round trip."""
+
+import pytest
+import torch
+from mhc_model.config import MHCConfig, load_config, preset
+from mhc_model.mhc import MHC, count_parameters
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"d_model": -4}, "d_model"),
+        ({"n_layers": 0}, "n_layers"),
+        ({"experts_per_domain": 4, "top_k": 5}, "top_k"),
+        ({"expert_hidden": -1}, "expert_hidden"),
+        ({"balance": "magic"}, "balance"),
+        ({"patch_size": 12}, "patch_size"),
+        ({"image_size": 100}, "image_size"),
+        ({"z_loss_coef": -1.0}, "z_loss_coef"),
+        ({"n_action_steps": 99}, "n_action_steps"),
+    ],
+)
+def test_bad_values_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        MHCConfig(**changes)
+
+
+def test_unknown_profile_is_named():
+    model = MHC(preset("tiny"))
+    with pytest.raises(ValueError, match="profile 'turbo' unknown"):
+        model(torch.zeros(1, 12, dtype=torch.long), torch.ones(1, 12), profile="turbo")
+
+
+def test_unknown_preset_and_json_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="'xl'"):
+        load_config("xl")
+    cfg = preset("s")
+    path = tmp_path / "c.json"
+    path.write_text(cfg.to_json())
+    assert load_config(str(path)) == cfg
+    assert MHCConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="bogus"):
+        MHCConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_presets_sizes():
+    n_s = count_parameters(MHC(preset("s")))
+    assert n_s <= 10_000_000, n_s
+    dense = preset("dense_s")
+    s = preset("s")
+    assert dense.dense and dense.d_model == s.d_model and dense.n_layers == s.n_layers
+    assert dense.shared_heads == 3 * s.heads_per_domain + s.shared_heads

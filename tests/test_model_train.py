@@ -1,0 +1,146 @@
+"""Training on shards in the `mhc collect` format: split, overfit, checkpoints, resume, CLI errors."""
+
+import argparse
+import json
+import pickle
+import time
+
+import pytest
+import torch
+from mhc_model import flops as flops_cli
+from mhc_model import train as train_cli
+from mhc_model.checkpoint import load_policy, save_checkpoint
+from mhc_model.data import list_shards, split_episodes
+from mhc_model.flops import example_inputs
+from mhc_model.synthetic import write_synthetic_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A small dataset following docs/contracts.md exactly (swap for a real `mhc collect` mini-set)."""
+    return write_synthetic_shards(tmp_path_factory.mktemp("data"), episodes=4, steps=30, image_size=48, seed=0)
+
+
+def _args(data, out, *extra):
+    parser = train_cli.configure_parser(argparse.ArgumentParser())
+    return parser.parse_args(["--config", "tiny", "--data", str(data), "--out", str(out), "--no-progress",
+                              "--threads", "2", *extra])
+
+
+def test_split_is_by_episode_and_deterministic():
+    names = [f"ep{i}" for i in range(10)]
+    train, val = split_episodes(names, 0.2, seed=1)
+    assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == sorted(names)
+    assert split_episodes(names, 0.2, seed=1) == (train, val)
+
+
+@pytest.fixture(scope="module")
+def overfit_run(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    start = time.perf_counter()
+    args = _args(shards, out, "--steps", "150", "--batch-size", "16", "--lr", "3e-3", "--warmup", "10",
+                 "--val-every", "75", "--val-fraction", "0", "--no-augment", "--seed", "3")
+    summary = train_cli.train(args)
+    return out, summary, time.perf_counter() - start
+
+
+def test_tiny_overfits_small_dataset(overfit_run):
+    out, summary, seconds = overfit_run
+    first, last = summary["first_train"]["loss_task"], summary["last_val"]["loss_task"]
+    print(f"\noverfit: task loss {first:.4f} -> {last:.5f} ({first / last:.1f}x) in {seconds:.1f} s")
+    assert first / last >= 10.0
+    assert seconds < 60.0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["split"] == "val"][-1]
+    for key in ("loss_action", "loss_motion", "loss_plan", "loss_phase", "routing_accuracy", "expert_maxvio",
+                "expert_entropy", "dead_expert_pct", "flops_control", "flops_dense_control"):
+        assert key in val, key
+    assert len(val["routing_accuracy"]) == 2
+    assert (out / "curves.png").stat().st_size > 0
+    assert (out / "checkpoints" / "last.safetensors").is_file()
+
+
+def test_checkpoint_round_trip_is_exact(overfit_run, tmp_path):
+    out, _, _ = overfit_run
+    policy, extra = load_policy(out / "checkpoints" / "last.safetensors")
+    assert extra["step"] == 150
+    path = save_checkpoint(tmp_path / "copy", policy.eval())
+    again, _ = load_policy(path)
+    again.eval()
+    a, b = policy.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again.vocabulary.words == policy.vocabulary.words and again.config == policy.config
+    x = example_inputs(policy.config, batch=2)
+    with torch.no_grad():
+        ya, yb = policy.model(**x), again.model(**x)
+    assert all(torch.equal(ya[k], yb[k]) for k in ya)
+    assert json.loads(path.with_suffix(".json").read_text())["config"]["name"] == "tiny"
+
+
+class _Bomb:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['MHC_BOMB']).write_text('x')",))
+
+
+def test_untrusted_checkpoint_is_never_unpickled(tmp_path, monkeypatch, overfit_run):
+    marker = tmp_path / "exploded"
+    monkeypatch.setenv("MHC_BOMB", str(marker))
+    for name in ("evil.safetensors", "evil.pt"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(_Bomb()))
+        with pytest.raises(ValueError, match="not a readable safetensors file"):
+            load_policy(path)
+    assert not marker.exists()
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    load_policy(overfit_run[0] / "checkpoints" / "last.safetensors")  # a real one loads without pickle
+
+
+def test_resume_continues_from_last(shards, tmp_path):
+    base = ["--steps", "4", "--batch-size", "8", "--val-every", "2", "--val-batches", "1", "--no-flops"]
+    assert train_cli.run(_args(shards, tmp_path, *base)) == 0
+    args = _args(shards, tmp_path, "--resume", *base)
+    args.steps = 6
+    summary = train_cli.train(args)
+    assert summary["steps"] == 6
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6 and 2 in steps
+
+
+def test_reproducible_with_seed(shards, tmp_path):
+    base = ["--steps", "3", "--batch-size", "8", "--val-every", "3", "--val-batches", "1", "--no-flops", "--seed", "7"]
+    s1 = train_cli.train(_args(shards, tmp_path / "a", *base))
+    s2 = train_cli.train(_args(shards, tmp_path / "b", *base))
+    assert s1["last_val"]["loss"] == s2["last_val"]["loss"]
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [("--steps", "-5", "--steps"), ("--config", "huge", "huge"),
+                                                      ("--batch-size", "0", "--batch-size")])
+def test_cli_bad_values_exit_2(shards, tmp_path, capsys, flag, value, named):
+    args = _args(shards, tmp_path, flag, value)
+    assert train_cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1
+
+
+def test_missing_data_exit_2(tmp_path, capsys):
+    assert train_cli.run(_args(tmp_path / "nothing", tmp_path / "out")) == 2
+    assert "no shards" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        list_shards(tmp_path)
+
+
+def test_bench_flops_json(capsys):
+    args = flops_cli.configure_parser(argparse.ArgumentParser()).parse_args(["--preset", "tiny", "--json"])
+    assert flops_cli.run(args) == 0
+    rows = json.loads(capsys.readouterr().out)["flops"]
+    assert {(r["preset"], r["profile"]) for r in rows} == {("tiny", p) for p in ("full", "instruct", "control")}
+    control = next(r for r in rows if r["profile"] == "control")
+    assert control["ratio_vs_dense_full"] <= 0.6
+    bad = flops_cli.configure_parser(argparse.ArgumentParser()).parse_args(["--preset", "xxl"])
+    assert flops_cli.run(bad) == 2
