@@ -45,6 +45,7 @@ setup(
             "mhc = mhc_ros.cli:main",
             "mhc_sim_bridge = mhc_ros.sim_bridge_node:main",
             "mhc_expert_controller = mhc_ros.expert_controller_node:main",
+            "mhc_controller = mhc_ros.controller_node:main",
         ],
     },
 )

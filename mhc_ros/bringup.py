@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mhc_ros.cli_args import UsageError, known_task, non_negative_int, positive_int
-from mhc_ros.system import POLICIES, NodeDescription, sim_system
+from mhc_ros.system import CONTROLLER_TOPICS, POLICIES, NodeDescription, robot_system, sim_system
 
 STARTUP_TIMEOUT_S = 60.0   # wall time for all nodes to appear on the graph
 SHUTDOWN_GRACE_S = 10.0    # wall time a child gets after SIGINT (then SIGTERM, then SIGKILL)
@@ -350,9 +350,99 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result["successes"] == args.episodes else 1
 
 
+# ------------------------------------------------------------------------------------ bringup robot
+
+
+def bringup_robot(checkpoint_path: str | None = None, backend: str | None = None, engine_dir: str | None = None,
+                  control_rate_hz: float | None = None, params_file: str | None = None,
+                  topics: dict[str, str] | None = None, domain_id: int | None = None,
+                  log_dir: Path | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run the nodes of :func:`mhc_ros.system.robot_system` as processes until SIGINT/SIGTERM or a child dies.
+
+    The robot's own drivers are on the same ``ROS_DOMAIN_ID`` (default ``$ROS_DOMAIN_ID``) and network, so
+    unlike ``bringup sim`` discovery is not limited to localhost. Returns ``{"domain_id", "error",
+    "interrupted", "exit_codes", "pids", "log_dir", "wall_s"}``.
+    """
+    nodes = robot_system(checkpoint_path=checkpoint_path, backend=backend, engine_dir=engine_dir,
+                         control_rate_hz=control_rate_hz, params_file=params_file, topics=topics)
+    domain_id = choose_domain_id(domain_id)
+    env = {"ROS_DOMAIN_ID": str(domain_id), "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "PYTHONUNBUFFERED": "1"}
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="mhc_bringup_robot_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"domain_id": domain_id, "error": None, "interrupted": None, "log_dir": str(log_dir)}
+    start = time.monotonic()
+    group = ProcessGroup(log_dir, env)
+    stop: list[int] = []
+    try:
+        with _signals_recorded(stop):
+            for node in nodes:
+                group.start(node)
+            print(f"started {', '.join(n.name for n in nodes)} (ROS_DOMAIN_ID={domain_id}, logs in {log_dir}); "
+                  "Ctrl-C stops", file=out, flush=True)
+            while not stop:
+                group.check()
+                time.sleep(0.1)
+            result["interrupted"] = stop[0]
+    except ChildDied as err:
+        result["error"] = str(err)
+    finally:
+        result["exit_codes"] = group.shutdown()
+        result["pids"] = {name: process.pid for name, process in group.processes.items()}
+    bad_exits = {name: code for name, code in result["exit_codes"].items() if code != 0}
+    if bad_exits and result["error"] is None:
+        result["error"] = f"nodes exited with non-zero status on shutdown: {bad_exits} (logs in {log_dir})"
+    result["wall_s"] = time.monotonic() - start
+    return result
+
+
+def configure_robot_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``mhc bringup robot``."""
+    parser.add_argument("--checkpoint", default=None, help="mHC checkpoint (parameter checkpoint_path)")
+    parser.add_argument("--backend", default=None, choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                        help="inference backend (default: the params file's, else auto)")
+    parser.add_argument("--engine-dir", default=None, help="folder of ONNX models / TensorRT engines")
+    parser.add_argument("--control-rate", type=float, default=None, help="control rate, Hz (default 20)")
+    parser.add_argument("--params-file", default=None, help="controller parameters YAML (config/controller.yaml)")
+    for name, default in CONTROLLER_TOPICS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                            help=f"remap {default} to this topic")
+    parser.add_argument("--domain-id", type=non_negative_int, default=None,
+                        help="ROS_DOMAIN_ID of the robot (default: $ROS_DOMAIN_ID, else random in 1..101)")
+    parser.add_argument("--log-dir", type=Path, default=None, help="each node's log (default: a temporary folder)")
+
+
+def run_robot(args: argparse.Namespace) -> int:
+    """``mhc bringup robot``: 0 after a clean shutdown on Ctrl-C/SIGTERM, 1 when a node died, 2 on bad input."""
+    if args.control_rate is not None and not 0.0 < args.control_rate < float("inf"):
+        raise UsageError(f"--control-rate {args.control_rate} must be a finite number > 0")
+    if args.params_file is not None and not Path(args.params_file).is_file():
+        raise UsageError(f"--params-file '{args.params_file}' does not exist")
+    if args.domain_id is not None and args.domain_id > 232:
+        raise UsageError(f"--domain-id {args.domain_id} out of range (0..232)")
+    topics = {name: getattr(args, name) for name in CONTROLLER_TOPICS if getattr(args, name)}
+    result = bringup_robot(checkpoint_path=args.checkpoint, backend=args.backend, engine_dir=args.engine_dir,
+                           control_rate_hz=args.control_rate,
+                           params_file=str(Path(args.params_file).resolve()) if args.params_file else None,
+                           topics=topics, domain_id=args.domain_id, log_dir=args.log_dir)
+    if result["error"] is not None:
+        print(f"mhc bringup robot: error: {result['error']}", file=sys.stderr)
+        return 1
+    print(f"mhc bringup robot: stopped by {signal.Signals(result['interrupted']).name}; all nodes exited cleanly",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mhc_ros.bringup [sim] --task T --episodes N ...`` (same options as ``mhc bringup sim``)."""
+    """``python -m mhc_ros.bringup [sim] --task T ...`` (as ``mhc bringup sim``) or ``... robot --checkpoint C ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["robot"]:
+        parser = argparse.ArgumentParser(prog="mhc bringup robot", description=bringup_robot.__doc__.splitlines()[0])
+        configure_robot_parser(parser)
+        try:
+            return run_robot(parser.parse_args(argv[1:]))
+        except UsageError as err:
+            print(f"mhc bringup robot: error: {err}", file=sys.stderr)
+            return 2
     if argv[:1] == ["sim"]:
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="mhc bringup sim", description=__doc__.splitlines()[0])

@@ -11,13 +11,19 @@ import argparse
 import importlib
 import sys
 
-# verb -> (module, one-line help); nested verbs use "parent child".
-VERBS: dict[str, tuple[str, str]] = {
-    "collect": ("mhc_ros.collect", "record scripted-expert episodes as rosbag2 bags and training shards"),
-    "train": ("mhc_model.train", "train an mHC model on collected shards (CPU, GPU, or torchrun DDP)"),
-    "eval": ("mhc_ros.evaluate", "closed-loop evaluation in the simulation (no ROS)"),
-    "bringup sim": ("mhc_ros.bringup", "start the simulated system as ROS 2 processes and run episodes"),
-    "bench flops": ("mhc_model.flops", "count FLOPs per sample for each preset and domain profile"),
+# verb -> (module, its parser-configuring function, its run function, one-line help).
+VERBS: dict[str, tuple[str, str, str, str]] = {
+    "collect": ("mhc_ros.collect", "configure_parser", "run",
+                "record scripted-expert episodes as rosbag2 bags and training shards"),
+    "train": ("mhc_model.train", "configure_parser", "run",
+              "train an mHC model on collected shards (CPU, GPU, or torchrun DDP)"),
+    "eval": ("mhc_ros.evaluate", "configure_parser", "run", "closed-loop evaluation in the simulation (no ROS)"),
+    "bringup sim": ("mhc_ros.bringup", "configure_parser", "run",
+                    "start the simulated system as ROS 2 processes and run episodes"),
+    "bringup robot": ("mhc_ros.bringup", "configure_robot_parser", "run_robot",
+                      "start the mhc_controller node for a real robot (runs until Ctrl-C)"),
+    "bench flops": ("mhc_model.flops", "configure_parser", "run",
+                    "count FLOPs per sample for each preset and domain profile"),
 }
 
 
@@ -28,10 +34,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _lazy_configure(module_name: str, parser: argparse.ArgumentParser) -> None:
+def _lazy_configure(verb: tuple[str, str, str, str], parser: argparse.ArgumentParser) -> None:
+    module_name, configure_name, run_name, _ = verb
     module = importlib.import_module(module_name)
-    module.configure_parser(parser)
-    parser.set_defaults(_run=module.run)
+    getattr(module, configure_name)(parser)
+    parser.set_defaults(_run=getattr(module, run_name))
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -39,8 +46,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog="mhc", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
-    for verb, (module_name, help_text) in VERBS.items():
-        words = verb.split()
+    for verb, spec in VERBS.items():
+        words, help_text = verb.split(), spec[3]
         if len(words) == 1:
             sub = verbs.add_parser(words[0], help=help_text, description=help_text)
         else:
@@ -50,7 +57,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                                                                parser_class=_Parser)
             sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
         if argv[: len(words)] == words:
-            _lazy_configure(module_name, sub)
+            _lazy_configure(spec, sub)
     return parser
 
 

@@ -179,8 +179,9 @@ class ActionBlender:
     stored chunk's prediction for t, weights ``exp(-decay * i)`` with ``i = 0`` the oldest chunk
     (decay 0 = plain mean; > 0 favours older predictions, i.e. smoother; < 0 favours newer ones).
     A new chunk that disagrees by D moves the command by at most ``D * w_new / sum(w)``.
-    ``crossfade``: linear cross-fade from the previous chunk to the newest over ``crossfade_ticks``
-    ticks (step at a boundary ≤ D / crossfade_ticks). ``none``: the newest chunk's row for t.
+    ``crossfade``: each new chunk fades in linearly over ``crossfade_ticks`` ticks from the blend
+    before it (step at a boundary ≤ D / crossfade_ticks when chunks come that far apart; with a new
+    chunk every tick it acts as a low-pass filter). ``none``: the newest chunk's row for t.
     Past a chunk's end its last row holds.
     """
 
@@ -212,12 +213,16 @@ class ActionBlender:
         if self.mode == "none":
             return self._row(newest_start, newest, tick).copy()
         if self.mode == "crossfade":
-            if len(self.chunks) == 1:
-                return self._row(newest_start, newest, tick).copy()
-            alpha = min(1.0, (tick - newest_start + 1) / self.crossfade_ticks)
-            previous_start, previous = self.chunks[-2]
-            return (1.0 - alpha) * self._row(previous_start, previous, tick) + \
-                alpha * self._row(newest_start, newest, tick)
+            # Fold from the newest chunk whose fade is complete; each later chunk fades in over its own ticks.
+            alphas = [min(1.0, (tick - start + 1) / self.crossfade_ticks) for start, _ in self.chunks]
+            first = max((i for i, alpha in enumerate(alphas) if alpha >= 1.0), default=0)
+            start, chunk = self.chunks[first]
+            out = self._row(start, chunk, tick).copy()
+            for i in range(first + 1, len(self.chunks)):
+                start, chunk = self.chunks[i]
+                alpha = max(alphas[i], 0.0)
+                out = (1.0 - alpha) * out + alpha * self._row(start, chunk, tick)
+            return out
         # ensemble: chunks that still cover tick (expired ones are dropped; the newest always counts)
         while len(self.chunks) > 1 and tick - self.chunks[0][0] >= len(self.chunks[0][1]):
             self.chunks.popleft()

@@ -33,10 +33,13 @@ class NodeDescription:
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    params_file: str | None = None  # a ``--params-file`` YAML; ``parameters`` override its values
 
     def ros_arguments(self) -> list[str]:
-        """``--ros-args -r __node:=NAME -p key:=value ... -r from:=to ...`` for a command line."""
+        """``--ros-args -r __node:=NAME [--params-file F] -p key:=value ... -r from:=to ...`` for a command line."""
         args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.params_file:
+            args += ["--params-file", self.params_file]
         for key, value in self.parameters.items():
             args += ["-p", f"{key}:={parameter_literal(value)}"]
         for source, target in self.remappings:
@@ -89,3 +92,39 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
         module="mhc_ros.expert_controller_node",
         parameters={"control_hz": float(control_hz), "use_sim_time": bool(use_sim_time)})
     return [bridge, controller]
+
+
+# Topics of the controller a robot set-up commonly renames: argument name -> default topic.
+CONTROLLER_TOPICS: dict[str, str] = {
+    "image_topic": "/camera/image_raw",
+    "joint_states_topic": "/joint_states",
+    "instruction_topic": "/mhc/instruction",
+    "trajectory_topic": "/arm_controller/joint_trajectory",
+    "gripper_topic": "/gripper_controller/commands",
+}
+
+
+def robot_system(checkpoint_path: str | None = None, backend: str | None = None, engine_dir: str | None = None,
+                 control_rate_hz: float | None = None, use_sim_time: bool | None = None,
+                 params_file: str | None = None, topics: dict[str, str] | None = None) -> list[NodeDescription]:
+    """Nodes of a real robot: the ``mhc_controller`` alone (the robot's drivers and controllers run elsewhere).
+
+    Only the values given (not None) become parameters, so a ``params_file`` (e.g.
+    ``config/controller.yaml``) supplies the rest. ``topics`` maps ``CONTROLLER_TOPICS`` names to
+    topic names; a name that differs from the default becomes a remapping.
+    Raises ``ValueError`` naming an unknown topic argument.
+    """
+    given = {"checkpoint_path": checkpoint_path, "backend": backend, "engine_dir": engine_dir,
+             "control_rate_hz": None if control_rate_hz is None else float(control_rate_hz),
+             "use_sim_time": None if use_sim_time is None else bool(use_sim_time)}
+    topics = dict(topics or {})
+    unknown = sorted(set(topics) - set(CONTROLLER_TOPICS))
+    if unknown:
+        raise ValueError(f"topic argument '{unknown[0]}' unknown (expected {', '.join(CONTROLLER_TOPICS)})")
+    remappings = tuple((default, topics[name]) for name, default in CONTROLLER_TOPICS.items()
+                       if topics.get(name) and topics[name] != default)
+    controller = NodeDescription(
+        package=PACKAGE, executable="mhc_controller", name="mhc_controller", module="mhc_ros.controller_node",
+        parameters={key: value for key, value in given.items() if value is not None},
+        remappings=remappings, params_file=params_file or None)
+    return [controller]
