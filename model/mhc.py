@@ -158,6 +158,35 @@ class ExpertBank(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x (N, d)``, ``idx (N, k)`` global expert ids, ``weight (N, k)`` → ``Σ_k weight · E_idx(x)`` ``(N, d)``."""
+        if self.training:
+            return self.grouped(x, idx, weight)
+        return self.gathered(x, idx, weight)
+
+    def grouped(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Training path, same maths as :meth:`gathered`: tokens sorted by expert, one matmul per expert.
+
+        Gathering a weight copy per token is bandwidth-bound and its backward scatters one gradient
+        copy per token; grouping runs each expert once on its tokens. The per-expert token counts are
+        data-dependent (a host sync), which is why export and inference use :meth:`gathered`.
+        """
+        N, k = idx.shape
+        flat = idx.reshape(N * k)  # (N·k,)
+        order = flat.argsort()  # assignments grouped by expert
+        token = order // k  # (N·k,) token of each sorted assignment
+        counts = torch.bincount(flat, minlength=self.w1.shape[0]).tolist()
+        xs = x.index_select(0, token)  # (N·k, d)
+        outputs, start = [], 0
+        for e, count in enumerate(counts):
+            if count:
+                seg = xs[start : start + count]  # (n_e, d)
+                h = F.gelu(seg @ self.w1[e].to(x.dtype) + self.b1[e].to(x.dtype))  # (n_e, h)
+                outputs.append(h @ self.w2[e].to(x.dtype) + self.b2[e].to(x.dtype))  # (n_e, d)
+            start += count
+        y = torch.cat(outputs) * weight.reshape(N * k)[order, None].to(x.dtype)  # (N·k, d)
+        return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
+
+    def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Inference/export path: each token's k experts through gathered weights (static shapes)."""
         N, k = idx.shape
         dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
         flat = idx.reshape(N * k)  # (N·k,)

@@ -57,3 +57,21 @@ def test_balance_terms_prevent_collapse():
     assert balanced["expert_entropy_min"] >= 0.9
     assert balanced["dead_expert_pct_max"] == 0.0
     assert balanced["routing_accuracy_mean"] > 0.99
+
+
+def test_grouped_training_path_matches_gathered_path():
+    """Training groups tokens by expert; it must be the same maths (outputs and gradients) as inference."""
+    from mhc_model.mhc import ExpertBank
+
+    torch.manual_seed(0)
+    bank = ExpertBank(12, 32, 16)
+    x = torch.randn(300, 32, requires_grad=True)
+    idx, weight = torch.randint(0, 12, (300, 2)), torch.rand(300, 2)
+    outputs, grads = [], []
+    for path in (bank.gathered, bank.grouped):
+        y = path(x, idx, weight)
+        outputs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), [x, bank.w1, bank.b1, bank.w2, bank.b2]))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
