@@ -22,8 +22,14 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
                     "start the simulated system as ROS 2 processes and run episodes"),
     "bringup robot": ("mhc_ros.bringup", "configure_robot_parser", "run_robot",
                       "start the mhc_controller node for a real robot (runs until Ctrl-C)"),
+    "export": ("mhc_model.export", "configure_parser", "run",
+               "export a checkpoint to one static-shape ONNX graph per domain profile"),
+    "build-engine": ("mhc_model.engine", "configure_parser", "run",
+                     "build TensorRT engines next to exported ONNX graphs (on the target GPU)"),
     "bench flops": ("mhc_model.flops", "configure_parser", "run",
                     "count FLOPs per sample for each preset and domain profile"),
+    "bench latency": ("mhc_model.latency", "configure_parser", "run",
+                      "batch-1 latency p50/p99 per backend, preset and domain profile"),
 }
 
 

@@ -1,6 +1,8 @@
 """Output heads on the physical query tokens: action chunk, motion prediction, plan and phase.
 
-Query token layout (Q = K + 7 + P + 1): ``[K action steps | 7 motion slots | P plan slots | phase]``.
+Query token layout (Q = K/s + 7 + 2): ``[K/s action queries | 7 motion slots | plan | phase]``; each
+action query decodes s = ``action_steps_per_query`` consecutive steps, the plan query all P sub-goals.
+Fewer query tokens is most of what makes the ``control`` step cheap at batch 1.
 Action and position statistics are buffers (``Normalizer``), so outputs leave the module in
 physical units: radians / metres for actions, metres (world frame) for positions.
 """
@@ -18,9 +20,9 @@ class OutputHeads(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.action = nn.Linear(d, ACTION_DIM)
+        self.action = nn.Linear(d, cfg.action_steps_per_query * ACTION_DIM)
         self.motion = nn.Linear(d, cfg.motion_horizon * 3 + 1)  # H positions + presence logit per slot
-        self.plan = nn.Linear(d, cfg.num_skills + cfg.num_targets)
+        self.plan = nn.Linear(d, cfg.plan_slots * (cfg.num_skills + cfg.num_targets))
         self.phase = nn.Linear(d, cfg.plan_slots)
         self.action_norm = Normalizer(ACTION_DIM)
         self.position_norm = Normalizer(3)
@@ -29,11 +31,11 @@ class OutputHeads(nn.Module):
         """``queries (B, Q, d)`` → output dict (see ``MHC``)."""
         c = self.cfg
         B = queries.shape[0]
-        act_q, motion_q, plan_q, phase_q = queries.split([c.action_chunk, MOTION_SLOTS, c.plan_slots, 1], dim=1)
-        action_norm = self.action(act_q).float()  # (B, K, 8)
+        act_q, motion_q, plan_q, phase_q = queries.split([c.n_action_queries, MOTION_SLOTS, 1, 1], dim=1)
+        action_norm = self.action(act_q).float().reshape(B, c.action_chunk, ACTION_DIM)  # (B, K, 8)
         motion_raw = self.motion(motion_q).float()  # (B, 7, H·3 + 1)
         motion_norm = motion_raw[..., :-1].reshape(B, MOTION_SLOTS, c.motion_horizon, 3).transpose(1, 2)  # (B, H, 7, 3)
-        plan = self.plan(plan_q).float()  # (B, P, n_skills + n_targets)
+        plan = self.plan(plan_q[:, 0]).float().reshape(B, c.plan_slots, -1)  # (B, P, n_skills + n_targets)
         return {
             "action_chunk": self.action_norm.denormalize(action_norm),
             "action_norm": action_norm,

@@ -188,14 +188,17 @@ class ExpertBank(nn.Module):
     def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Inference/export path: each token's k experts through gathered weights (static shapes)."""
         N, k = idx.shape
+        _, d, hidden = self.w1.shape
         dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
         flat = idx.reshape(N * k)  # (N·k,)
-        w1 = self.w1.to(dtype).index_select(0, flat)  # (N·k, d, h)
-        w2 = self.w2.to(dtype).index_select(0, flat)  # (N·k, h, d)
-        xk = x[:, None, :].expand(N, k, x.shape[-1]).reshape(N * k, 1, x.shape[-1])  # (N·k, 1, d)
-        h = torch.bmm(xk, w1) + self.b1.to(dtype).index_select(0, flat)[:, None, :]  # (N·k, 1, h)
-        y = torch.bmm(F.gelu(h), w2) + self.b2.to(dtype).index_select(0, flat)[:, None, :]  # (N·k, 1, d)
-        y = y.view(N, k, -1) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
+        w1 = self.w1.to(dtype).index_select(0, flat).view(N, k, d, hidden)  # (N, k, d, h)
+        w2 = self.w2.to(dtype).index_select(0, flat).view(N, k, hidden, d)  # (N, k, h, d)
+        b1 = self.b1.to(dtype).index_select(0, flat).view(N, k, 1, hidden)
+        b2 = self.b2.to(dtype).index_select(0, flat).view(N, k, 1, d)
+        # x broadcast over the k experts by matmul (no expand: static shapes in ONNX)
+        h = torch.matmul(x[:, None, None, :], w1) + b1  # (N, k, 1, h)
+        y = torch.matmul(F.gelu(h), w2) + b2  # (N, k, 1, d)
+        y = y.view(N, k, d) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
         return y.sum(dim=1)
 
 
@@ -245,7 +248,9 @@ class HierarchicalMoE(nn.Module):
         domain_logits, domain_idx = self.router(flat)  # (N, 3), (N,)
         domain_gate = domain_logits.float().softmax(-1).gather(1, domain_idx[:, None])  # (N, 1)
         all_logits = self.expert_gate(flat).view(B * T, len(DOMAINS), E)  # (N, 3, E)
-        expert_logits = all_logits.gather(1, domain_idx[:, None, None].expand(-1, 1, E)).squeeze(1)  # (N, E)
+        # gather the chosen domain's E logits by flat index (broadcast add, no expand: static in ONNX)
+        pick = domain_idx[:, None] * E + torch.arange(E, device=x.device)[None, :]  # (N, E)
+        expert_logits = all_logits.reshape(B * T, len(DOMAINS) * E).gather(1, pick)  # (N, E)
         scores = expert_logits.float().softmax(-1)  # (N, E)
         choice = scores + self.expert_bias.index_select(0, domain_idx)  # (N, E)
         expert_idx = choice.topk(k, dim=-1).indices  # (N, k)

@@ -207,5 +207,5 @@ class PhysicalTokenizer(nn.Module):
 
     def forward(self, joint_history: torch.Tensor) -> torch.Tensor:
         joints = self.proj(self.norm.normalize(joint_history)) + self.pos  # (B, Hj, d)
-        queries = self.queries.expand(joints.shape[0], -1, -1)  # (B, Q, d)
+        queries = self.queries + torch.zeros_like(joints[:, :1, :1])  # (B, Q, d) by broadcasting (static in ONNX)
         return torch.cat([joints, queries], dim=1)  # (B, Hj + Q, d)
