@@ -112,3 +112,23 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[s
         state.setdefault(int(pid), {})[key] = torch.tensor(value)
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     return json.loads(meta["extra"])
+
+
+def save_half_precision(src: str | Path, dst: str | Path) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` with float32 tensors stored as float16 (half the bytes).
+
+    The metadata (config, vocabularies) is kept; ``load_policy`` casts the weights back into the
+    float32 model, so a shipped fp16 file loads like any other.
+    """
+    meta = read_metadata(src)
+    tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(src)).items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+if __name__ == "__main__":  # python -m mhc_model.checkpoint SRC DST: write an fp16 copy (no ROS needed)
+    import sys
+
+    save_half_precision(sys.argv[1], sys.argv[2])
