@@ -90,7 +90,7 @@ def backend_problem(backend: str) -> str | None:
 
 @torch.no_grad()
 def bench_one(policy: Any, backend: str, profile: str, iterations: int = 100, threads: int = 2,
-              precision: str = "fp32", warmup: int = 10) -> dict[str, Any]:
+              precision: str = "fp32", warmup: int = 10, compile_module: bool = False) -> dict[str, Any]:
     """Latency row of ``profile`` on ``backend`` for ``policy`` (batch 1)."""
     torch.set_num_threads(threads)
     cfg = policy.config
@@ -104,9 +104,10 @@ def bench_one(policy: Any, backend: str, profile: str, iterations: int = 100, th
         if backend == "cuda-graph":
             from mhc_model.runtime.torch_backend import GraphedProfile
 
-            graphed = GraphedProfile(graph, inputs, precision)
+            graphed = GraphedProfile(graph, inputs, precision, compile_module=compile_module)
             fn: Callable[[], Any] = lambda: graphed(*inputs)  # noqa: E731
             row["precision"] = precision
+            row["compiled"] = compile_module
         else:
             fn = lambda: graph(*inputs)  # noqa: E731
         row["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -130,7 +131,8 @@ def bench_one(policy: Any, backend: str, profile: str, iterations: int = 100, th
 
 
 def bench_table(presets: list[str], backends: list[str], profiles: list[str], iterations: int, threads: int,
-                precision: str, checkpoint: str | None = None) -> tuple[list[dict], list[str]]:
+                precision: str, checkpoint: str | None = None,
+                compile_module: bool = False) -> tuple[list[dict], list[str]]:
     """Rows for every (preset, backend, profile) available; plus one line per skipped backend."""
     rows, skipped = [], []
     usable = []
@@ -150,7 +152,8 @@ def bench_table(presets: list[str], backends: list[str], profiles: list[str], it
             policy = random_policy(preset(name))
         for backend in usable:
             for profile in profiles:
-                rows.append(bench_one(policy, backend, profile, iterations, threads, precision))
+                rows.append(bench_one(policy, backend, profile, iterations, threads, precision,
+                                      compile_module=compile_module))
     return rows, skipped
 
 
@@ -166,6 +169,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads (default: 2)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="cuda-graph precision (default: fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="cuda-graph: torch.compile the step (Inductor fusion) before capturing it")
     parser.add_argument("--no-dense", action="store_true", help="with --backend all: skip the dense baseline")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -188,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     rows, skipped = bench_table(presets, backends, profiles, args.iterations, args.threads, args.precision,
-                                args.checkpoint)
+                                args.checkpoint, compile_module=args.compile)
     doc: dict[str, Any] = rows[0] if len(rows) == 1 and not every else {"results": rows, "skipped": skipped}
     text = json.dumps(doc, indent=2)
     if args.out:
@@ -200,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'backend':12} {'device':14} {'preset':8} {'profile':9} {'p50 ms':>8} {'p99 ms':>8}  threads")
     for r in rows:
         backend = r["backend"] + (f"-{r['precision']}" if r.get("precision", "fp32") != "fp32" else "")
+        backend += "+compile" if r.get("compiled") else ""
         print(f"{backend:12} {r['device'][:14]:14} {r['preset']:8} {r['profile']:9} {r['p50_ms']:8.3f} "
               f"{r['p99_ms']:8.3f}  {r['threads']}")
     for line in skipped:

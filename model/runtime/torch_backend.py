@@ -38,10 +38,15 @@ class GraphedProfile:
     """
 
     def __init__(self, module: nn.Module, example: Sequence[torch.Tensor], precision: str = "fp32",
-                 warmup: int = 3):
+                 warmup: int = 3, compile_module: bool = False):
         device = example[0].device
         if device.type != "cuda":
             raise RuntimeLoadError(f"CUDA graphs need a CUDA device, got '{device}'")
+        if compile_module:
+            # Inductor fuses the many small elementwise kernels of a batch-1 step; the graph then
+            # replays fewer launches (the step is launch-bound on large GPUs).
+            module = torch.compile(module, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=True)
+            warmup = max(warmup, 3)
         self.inputs = tuple(t.detach().clone() for t in example)  # static input buffers
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -66,7 +71,7 @@ class TorchRuntime(Runtime):
     """``MHCPolicy`` in PyTorch: eager on CPU (``threads`` intra-op threads), CUDA graphs on CUDA."""
 
     def __init__(self, policy: Any, device: str = "cpu", threads: int = 2, precision: str = "fp32",
-                 cuda_graph: bool = True):
+                 cuda_graph: bool = True, compile_module: bool = False):
         super().__init__(PolicySpec.from_policy(policy))
         try:
             self.device = torch.device(device)
@@ -85,7 +90,7 @@ class TorchRuntime(Runtime):
         if self.device.type == "cuda" and cuda_graph:
             for profile in ("instruct", "control"):
                 self.graphs[profile] = GraphedProfile(self.profiles[profile], example_inputs(self.model, profile),
-                                                      precision)
+                                                      precision, compile_module=compile_module)
             self.backend = "torch-cuda-graph"
         else:
             self.backend = "torch"
