@@ -45,7 +45,7 @@ class GraphedProfile:
         if compile_module:
             # Inductor fuses the many small elementwise kernels of a batch-1 step; the graph then
             # replays fewer launches (the step is launch-bound on large GPUs).
-            module = torch.compile(module, mode="max-autotune-no-cudagraphs", dynamic=False, fullgraph=True)
+            module = torch.compile(module, dynamic=False, fullgraph=True)
             warmup = max(warmup, 3)
         self.inputs = tuple(t.detach().clone() for t in example)  # static input buffers
         side = torch.cuda.Stream(device)
