@@ -12,13 +12,20 @@ from mhc_model import train as train_cli
 from mhc_model.checkpoint import load_policy, save_checkpoint
 from mhc_model.data import list_shards, split_episodes
 from mhc_model.flops import example_inputs
-from mhc_model.synthetic import write_synthetic_shards
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """A small dataset following docs/contracts.md exactly (swap for a real `mhc collect` mini-set)."""
-    return write_synthetic_shards(tmp_path_factory.mktemp("data"), episodes=4, steps=30, image_size=48, seed=0)
+    """A small real dataset: `mhc collect` of four expert episodes (reach and push) in the simulation."""
+    from mhc_ros.collect import configure_parser, run
+
+    out = tmp_path_factory.mktemp("data")
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["--task", "reach,push", "--episodes", "2", "--out", str(out),
+                              "--workers", "2", "--no-bags", "--image-width", "48", "--image-height", "48"])
+    assert run(args) == 0
+    return out
 
 
 def _args(data, out, *extra):

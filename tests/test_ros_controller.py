@@ -380,19 +380,19 @@ def test_signal_exits_cleanly(checkpoint, sig):
     assert "Traceback" not in process.stdout.read()
 
 
-def _real_runtime_available() -> bool:
-    try:
-        import mhc_model.runtime  # noqa: F401
-    except ImportError:
-        return False
-    return bool(os.environ.get("MHC_TEST_CHECKPOINT"))
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> str:
+    """A randomly initialised `tiny` policy saved as a real checkpoint (safetensors + JSON)."""
+    from mhc_model.checkpoint import save_checkpoint
+    from mhc_model.config import preset
+    from mhc_model.latency import random_policy
+
+    return str(save_checkpoint(tmp_path / "tiny", random_policy(preset("tiny")).eval()))
 
 
-@pytest.mark.skipif(not _real_runtime_available(),
-                    reason="needs mhc_model.runtime and a checkpoint in $MHC_TEST_CHECKPOINT (lead enables later)")
-def test_sigterm_exits_cleanly_with_a_real_runtime():
+def test_sigterm_exits_cleanly_with_a_real_runtime(tiny_checkpoint):
     process = subprocess.Popen([sys.executable, "-m", "mhc_ros.controller_node", "--ros-args", "-p",
-                                f"checkpoint_path:={os.environ['MHC_TEST_CHECKPOINT']}", "-p", "backend:=torch"],
+                                f"checkpoint_path:={tiny_checkpoint}", "-p", "backend:=torch"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
