@@ -74,3 +74,23 @@ def test_eval_expert_prints_clean_json():
     report = json.loads(result.stdout)
     assert report["task"] == "reach" and report["episodes"] == 2
     assert report["success_rate"] == 1.0 and report["mean_steps"] > 0
+
+
+def test_eval_checkpoint_reports_latency_and_failures(tmp_path):
+    from mhc_model.checkpoint import save_checkpoint
+    from mhc_model.config import preset
+    from mhc_model.latency import random_policy
+
+    checkpoint = save_checkpoint(tmp_path / "tiny", random_policy(preset("tiny")).eval())
+    result = mhc("eval", "--checkpoint", str(checkpoint), "--backend", "onnxruntime", "--task", "reach",
+                 "--episodes", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["policy"] == "mhc" and report["backend"] == "onnxruntime" and report["episodes"] == 1
+    assert 0 < report["latency_p50_ms"] <= report["latency_p99_ms"]
+    assert report["success_rate"] + sum(report["failures"].values()) == 1  # an untrained policy may fail
+
+
+def test_eval_checkpoint_errors_name_the_value(tmp_path):
+    missing = mhc("eval", "--checkpoint", str(tmp_path / "none.safetensors"), "--task", "reach")
+    assert missing.returncode == 2 and "none.safetensors" in missing.stderr
