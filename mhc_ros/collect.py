@@ -148,8 +148,15 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", type=parse_tasks, required=True, help="task name, comma list, or 'all'")
-    parser.add_argument("--episodes", type=positive_int, required=True, help="episodes per task")
+    parser.add_argument("--task", type=parse_tasks, default=None, help="task name, comma list, or 'all'")
+    parser.add_argument("--episodes", type=positive_int, default=None, help="episodes per task")
+    parser.add_argument("--from-bags", type=Path, default=None, metavar="DIR",
+                        help="convert the rosbag2 bags under DIR (e.g. a robot's) into training shards "
+                             "instead of running the expert (docs/bags.md)")
+    parser.add_argument("--topic-map", default=None,
+                        help="--from-bags: topic names, e.g. image=/my/cam,joints=/my/joint_states,"
+                             "trajectory=/arm/cmd,gripper=/grip/cmd,instruction=/task")
+    parser.add_argument("--instruction", default=None, help="--from-bags: instruction of every episode")
     parser.add_argument("--out", type=Path, required=True, help="output directory (shards/, bags/)")
     parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=non_negative_int, default=0, help="first seed; episode i uses seed+i")
@@ -165,6 +172,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.from_bags is not None:
+        return run_from_bags(args)
+    if args.task is None or args.episodes is None:
+        raise UsageError("--task and --episodes are required (or --from-bags DIR)")
     if not np.isfinite(args.action_noise) or args.action_noise < 0:
         raise UsageError(f"--action-noise {args.action_noise} must be a finite value ≥ 0 (rad)")
     out = writable_dir(args.out)
@@ -206,4 +217,23 @@ def run(args: argparse.Namespace) -> int:
         f"collected {len(entries)} episodes ({successes} successful, {written} written) in {elapsed:.1f} s: "
         f"{len(entries) / elapsed * 60:.1f} episodes/minute -> {out}"
     )
+    return 0
+
+
+def run_from_bags(args: argparse.Namespace) -> int:
+    """``mhc collect --from-bags DIR --out OUT``: every rosbag2 bag under DIR → ``OUT/shards`` (docs/bags.md)."""
+    from mhc_ros.bag_import import BagError, import_bags, parse_topic_map
+
+    started = time.perf_counter()
+    out = writable_dir(args.out)
+    try:
+        entries = import_bags(args.from_bags, out, parse_topic_map(args.topic_map), args.instruction)
+    except BagError as err:
+        raise UsageError(str(err)) from None
+    elapsed = time.perf_counter() - started
+    manifest = {"command": " ".join(["mhc", "collect", *sys.argv[2:]]), "from_bags": str(args.from_bags),
+                "episodes": entries, "elapsed_s": elapsed}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    steps = sum(e["steps"] for e in entries)
+    print(f"converted {len(entries)} bags ({steps} steps) in {elapsed:.1f} s -> {out / 'shards'}")
     return 0

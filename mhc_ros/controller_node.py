@@ -37,6 +37,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mhc_ros import control_logic as cl
 from mhc_ros import conversions as conv
+from mhc_ros.controller_core import ControllerCore
 from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 
@@ -168,12 +169,10 @@ class ControllerNode(LifecycleNode):
         self.period = 1.0 / float(p["control_rate_hz"])
         self.joint_names = tuple(p["arm_joint_names"]) + tuple(p["finger_joint_names"])
         self.backend = str(getattr(self.runtime, "backend", p["backend"]))
-        self.history = cl.JointHistory(history_length)
+        # The per-tick arithmetic lives in ControllerCore, shared with RuntimePolicy and ``mhc replay``.
+        self.core = ControllerCore(history_length, p)
+        self.history, self.blender, self.limiter = self.core.history, self.core.blender, self.core.limiter
         self.watchdog = cl.Watchdog(("image", "joint_states"), float(p["stale_timeout_s"]))
-        self.blender = cl.ActionBlender(p["smoothing"], float(p["ensemble_decay"]), int(p["crossfade_ticks"]))
-        self.limiter = cl.JointLimiter(p["joint_lower_limits"], p["joint_upper_limits"], float(p["joint_limit_margin"]),
-                                       float(p["max_joint_velocity"]), float(p["max_joint_acceleration"]),
-                                       self.period)
         self.inference_latency = cl.LatencyStats()
         self.tick_latency = cl.LatencyStats()
         self.tick_interval = cl.LatencyStats(window=200)
@@ -207,15 +206,13 @@ class ControllerNode(LifecycleNode):
         self.mode = cl.NO_INSTRUCTION
         self.hold_position: np.ndarray | None = None  # latched when a hold begins; None while the model drives
         self._restart_model = True
-        self.tick = 0
         self.last_tick_start: float | None = None
         self.last_output: Any = None
         self.last_fault = ""
         self.commands = 0
         self.holds = 0
-        self.history.clear()
+        self.core.clear()
         self.watchdog.reset()
-        self.blender.reset()
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         # The first command after activation starts from the measured state (limiter reset on the first tick).
@@ -376,21 +373,19 @@ class ControllerNode(LifecycleNode):
 
     def _control(self, now: float) -> None:
         if self.joints is not None:
-            self.history.push(*self.joints)
+            self.core.push_joints(*self.joints)
         mode = cl.decide_mode(self.stopped, self.watchdog.stale(now), self.instruction is not None)
         if mode != cl.OK:
             self._hold(mode)
             return
         positions = self.joints[0]
         if self._restart_model:  # after activation or a hold: start from the measured state, forget old chunks
-            self.limiter.reset(positions[:7])
-            self.blender.reset()
-            self.tick = 0
+            self.core.restart(positions)
             self._restart_model = False
         begin = self._now()
         try:
-            out = self.runtime.step(self.image, "rgb8", self.history.array())
-            chunk = cl.validate_chunk(out.action_chunk)
+            out = self.runtime.step(self.image, "rgb8", self.core.joint_history())
+            command = self.core.command(out.action_chunk)
         except cl.InputRejected as err:
             self._invalid_output(err)
             return
@@ -405,11 +400,7 @@ class ControllerNode(LifecycleNode):
                     f"inference took {latency * 1e3:.1f} ms, longer than the control period {self.period * 1e3:.1f} ms",
                     throttle_duration_sec=float(self.p["warn_period_s"]))
         self.last_output = out
-        self.blender.add(chunk, self.tick)
-        action = self.blender.action(self.tick)
-        self.tick += 1
-        arm = self.limiter.step(action[:7])
-        width = cl.clamp_gripper(action[7], float(self.p["gripper_max_width"]))
+        arm, width = command.arm, command.gripper
         self.mode = cl.OK
         self.hold_position = None
         self.commands += 1

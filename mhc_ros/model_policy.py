@@ -11,53 +11,45 @@ import time
 
 import numpy as np
 
-from mhc_ros.control_logic import (
-    PANDA_LOWER,
-    PANDA_UPPER,
-    ActionBlender,
-    JointHistory,
-    JointLimiter,
-    LatencyStats,
-    clamp_gripper,
-    validate_chunk,
-)
+from mhc_ros.control_logic import LatencyStats
+from mhc_ros.controller_core import ControllerCore
 
 
 class RuntimePolicy:
     """Closed-loop policy over an inference runtime (docs/contracts.md § Inference runtime).
 
     ``act(obs)`` returns the action ``(8,)``: 7 arm joint targets (rad) + gripper width (m), after the
-    same smoothing and limits as the node's defaults. ``latency`` collects the ``runtime.step`` times.
+    same :class:`ControllerCore` (smoothing and limits) as the node. ``parameters``: node parameter
+    values (``mhc_ros.controller_core.CORE_DEFAULTS``), defaults when absent. ``latency`` collects the
+    ``runtime.step`` times.
     """
 
     def __init__(self, runtime, control_hz: float = 20.0, smoothing: str = "ensemble", ensemble_decay: float = 0.01,
                  joint_limit_margin: float = 0.05, max_joint_velocity: float = 1.5,
-                 max_joint_acceleration: float = 8.0) -> None:
+                 max_joint_acceleration: float = 8.0, parameters: dict | None = None) -> None:
         self.runtime = runtime
-        self.history = JointHistory(runtime.joint_history_length)
-        self.blender = ActionBlender(smoothing, decay=ensemble_decay)
-        self.limiter = JointLimiter(PANDA_LOWER, PANDA_UPPER, joint_limit_margin, max_joint_velocity,
-                                    max_joint_acceleration, 1.0 / control_hz)
+        given = {"control_rate_hz": control_hz, "smoothing": smoothing, "ensemble_decay": ensemble_decay,
+                 "joint_limit_margin": joint_limit_margin, "max_joint_velocity": max_joint_velocity,
+                 "max_joint_acceleration": max_joint_acceleration, **(parameters or {})}
+        self.core = ControllerCore(runtime.joint_history_length, given)
         self.latency = LatencyStats()
-        self.tick = 0
         self.last_output = None
+
+    @property
+    def tick(self) -> int:
+        return self.core.tick
 
     def reset(self, episode) -> None:
         """Start an episode: encode its instruction once, forget history and chunks."""
         self.runtime.encode_instruction(episode.instruction)
-        self.history.clear()
-        self.blender.reset()
-        self.tick = 0
+        self.core.clear()
 
     def act(self, obs) -> np.ndarray:
-        self.history.push(obs.joint_positions, obs.joint_velocities)
-        if self.tick == 0:
-            self.limiter.reset(obs.joint_positions[:7])
+        self.core.push_joints(obs.joint_positions, obs.joint_velocities)
+        if self.core.tick == 0:
+            self.core.restart(obs.joint_positions)
         started = time.perf_counter()
-        self.last_output = self.runtime.step(obs.image, "rgb8", self.history.array())
+        self.last_output = self.runtime.step(obs.image, "rgb8", self.core.joint_history())
         self.latency.add(time.perf_counter() - started)
-        self.blender.add(validate_chunk(self.last_output.action_chunk), self.tick)
-        action = self.blender.action(self.tick)
-        self.tick += 1
-        arm = self.limiter.step(action[:7])
-        return np.append(arm, clamp_gripper(action[7])).astype(np.float32)
+        command = self.core.command(self.last_output.action_chunk)
+        return np.append(command.arm, command.gripper).astype(np.float32)

@@ -1,0 +1,363 @@
+"""``mhc replay``: a recorded bag as a regression test of the controller, or played back on a live graph.
+
+Check mode (default): the bag's recorded inputs — camera image, joint states, instruction — are fed
+through the ``mhc_controller``'s own per-tick core (:class:`mhc_ros.controller_core.ControllerCore`)
+with the inference runtime of ``--checkpoint``, deterministically: no wall clock, one tick per
+recorded arm command (its bag time), each tick seeing the latest image, joint state and instruction
+recorded at or before it, exactly as the node's timer would have. The commands produced are compared
+with the golden ones — ``BAG.expected.json`` beside the bag when it exists (``--update`` writes it),
+else the commands recorded in the bag — joint by joint (max/mean |deviation|, first time beyond
+``--tolerance``). Exit 0 within tolerance, 1 on a regression, 2 on bad input (nothing written).
+
+Play mode (``--play``): republish every recorded message on its topic, with the recorded QoS and
+timing scaled by ``--rate``, like ``ros2 bag play``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mhc_ros.bag_import import JOINT_NAMES, BagError, Streams, latest_before, parse_topic_map, read_streams
+from mhc_ros.cli_args import UsageError
+from mhc_ros.controller_core import CORE_DEFAULTS, ControllerCore
+
+EXPECTED_SUFFIX = ".expected.json"
+DEFAULT_TOLERANCE = 1e-3  # rad (arm) and m (gripper)
+COMMAND_NAMES = (*JOINT_NAMES[:7], "gripper")
+
+
+def expected_path(bag: Path) -> Path:
+    """Where the golden commands of ``bag`` live: ``<bag directory>.expected.json`` beside it."""
+    bag = Path(bag)
+    return bag.parent / f"{bag.name}{EXPECTED_SUFFIX}"
+
+
+def file_sha256(path: Path) -> str:
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Commands:
+    """Commands per tick: ``times_s (T,)`` from the first tick, ``arm (T, 7)`` rad, ``gripper (T,)`` m (NaN = none)."""
+
+    times_s: np.ndarray
+    arm: np.ndarray
+    gripper: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"times_s": self.times_s.tolist(), "arm": self.arm.tolist(),
+                "gripper": [None if np.isnan(g) else float(g) for g in self.gripper]}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Commands:
+        return cls(np.asarray(data["times_s"], float), np.asarray(data["arm"], float).reshape(-1, 7),
+                   np.array([np.nan if g is None else g for g in data["gripper"]], float))
+
+
+def recorded_commands(streams: Streams) -> Commands:
+    """The arm commands of the bag and, per arm command, the gripper command published just before it."""
+    ticks = np.array([t for t, _ in streams.trajectory], dtype=np.int64)
+    gripper = np.full(len(ticks), np.nan)
+    previous = -1
+    for k, i in enumerate(latest_before(streams.gripper, ticks)):
+        if i > previous:  # a gripper command since the last tick: the node sends it right before the arm's
+            gripper[k] = streams.gripper[i][1]
+        previous = max(previous, i)
+    return Commands((ticks - ticks[0]) * 1e-9, np.stack([a for _, a in streams.trajectory]), gripper)
+
+
+def recorded_holds(streams: Streams) -> np.ndarray:
+    """``(T,)`` bool: recorded ticks on which the node held (an arm command without a gripper command before it).
+
+    The node's hold decisions depend on wall-clock freshness (its watchdog) and on ``/mhc/stop``, which a
+    bag does not carry; the recorded commands show them, so replay holds on the same ticks. A bag without
+    a gripper topic has no such marks (no holds taken from it).
+    """
+    if not streams.gripper:
+        return np.zeros(len(streams.trajectory), bool)
+    return np.isnan(recorded_commands(streams).gripper)
+
+
+def run_controller(streams: Streams, runtime: Any, parameters: Mapping[str, Any],
+                   holds: np.ndarray | None = None) -> Commands:
+    """What the node commands at each recorded tick, from the recorded inputs only (no clock).
+
+    A tick marked in ``holds`` (see :func:`recorded_holds`) or without an image, a joint state or an
+    instruction yet holds: it commands the measured arm positions latched when the hold began (no gripper
+    command), as the node does; the next model tick restarts the core from the measured state. A new
+    instruction restarts the core too.
+    """
+    ticks = np.array([t for t, _ in streams.trajectory], dtype=np.int64)
+    holds = np.zeros(len(ticks), bool) if holds is None else holds
+    core = ControllerCore(int(runtime.joint_history_length), parameters)
+    image_i = list(latest_before(streams.image, ticks))
+    joint_i = list(latest_before(streams.joints, ticks))
+    instruction_i = list(latest_before(streams.instruction, ticks)) if streams.instruction else [-1] * len(ticks)
+    arm, gripper = np.zeros((len(ticks), 7)), np.full(len(ticks), np.nan)
+    encoded, restart, hold = -1, True, None
+    for k in range(len(ticks)):
+        joints = streams.joints[joint_i[k]][1] if joint_i[k] >= 0 else None
+        if joints is not None:
+            core.push_joints(*joints)
+        if instruction_i[k] != encoded and instruction_i[k] >= 0:
+            runtime.encode_instruction(streams.instruction[instruction_i[k]][1])
+            encoded, restart = instruction_i[k], True
+        if joints is None or image_i[k] < 0 or encoded < 0 or holds[k]:
+            restart = True
+            if hold is None and joints is not None:
+                hold = joints[0][:7].copy()
+            arm[k] = np.nan if hold is None else hold
+            continue
+        if restart:
+            core.restart(joints[0])
+            restart, hold = False, None
+        out = runtime.step(streams.image[image_i[k]][1], "rgb8", core.joint_history())
+        command = core.command(out.action_chunk)
+        arm[k], gripper[k] = command.arm, command.gripper
+    return Commands((ticks - ticks[0]) * 1e-9, arm, gripper)
+
+
+def compare(produced: Commands, expected: Commands, tolerance: float) -> dict:
+    """Per-command deviations: ``{name: {max_abs, mean_abs, first_divergence_s}}`` + ``passed``."""
+    if len(produced.arm) != len(expected.arm):
+        return {"passed": False, "ticks": len(produced.arm),
+                "error": f"{len(produced.arm)} ticks produced, {len(expected.arm)} expected"}
+    columns = np.column_stack([produced.arm, produced.gripper])
+    golden = np.column_stack([expected.arm, expected.gripper])
+    report: dict[str, Any] = {"ticks": len(columns), "tolerance": tolerance, "commands": {}}
+    passed = True
+    for j, name in enumerate(COMMAND_NAMES):
+        a, b = columns[:, j], golden[:, j]
+        both = ~np.isnan(a) & ~np.isnan(b)
+        mismatch = np.isnan(a) != np.isnan(b)  # one side commanded, the other did not
+        deviation = np.where(both, np.abs(a - b), 0.0)
+        deviation[mismatch] = np.inf
+        beyond = np.flatnonzero(deviation > tolerance)
+        compared = deviation[both]
+        report["commands"][name] = {
+            "max_abs": float(deviation.max()) if len(deviation) else 0.0,
+            "mean_abs": float(compared.mean()) if compared.size else 0.0,
+            "first_divergence_s": float(produced.times_s[beyond[0]]) if beyond.size else None,
+        }
+        passed &= not beyond.size
+    report["passed"] = bool(passed)
+    return report
+
+
+def format_report(bag: Path, report: dict) -> str:
+    lines = [f"replay {bag}: {report['ticks']} ticks, tolerance {report.get('tolerance', 0):g}"]
+    if "error" in report:
+        return "\n".join([*lines, f"  REGRESSION: {report['error']}"])
+    lines.append(f"  {'command':<14}{'max |dev|':>12}{'mean |dev|':>12}  first divergence")
+    for name, row in report["commands"].items():
+        first = "-" if row["first_divergence_s"] is None else f"{row['first_divergence_s']:.3f} s"
+        lines.append(f"  {name:<14}{row['max_abs']:>12.3e}{row['mean_abs']:>12.3e}  {first}")
+    lines.append("  PASSED" if report["passed"] else "  REGRESSION: deviation beyond tolerance")
+    return "\n".join(lines)
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``name=value`` overrides of :data:`CORE_DEFAULTS` (value parsed as JSON, else string)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in CORE_DEFAULTS:
+            raise UsageError(f"--param '{item}' invalid (expected NAME=VALUE, NAME one of {', '.join(CORE_DEFAULTS)})")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+def replay(bag: Path, checkpoint: Path, backend: str = "torch", tolerance: float = DEFAULT_TOLERANCE,
+           topic_map: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
+           update: bool = False, threads: int = 1, return_payload: bool = False) -> dict | tuple[dict, dict]:
+    """Replay one bag through the controller core; returns the report (see :func:`compare`).
+
+    Controller parameters: :data:`CORE_DEFAULTS` ← the golden file's ``controller`` ← ``params``.
+    With ``update``, writes the golden file (produced commands, parameters, checkpoint hash) instead of failing.
+    Raises :class:`BagError` for an unusable bag or golden file, ``RuntimeLoadError`` for the checkpoint.
+    """
+    from mhc_model.runtime import load_runtime
+
+    bag = Path(bag)
+    streams = read_streams(bag, topic_map)
+    golden_file = expected_path(bag)
+    golden: dict[str, Any] = {}
+    if golden_file.is_file():
+        try:
+            golden = json.loads(golden_file.read_text())
+            expected = Commands.from_json(golden["commands"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise BagError(f"golden file '{golden_file}' unreadable: {err}") from None
+    else:
+        expected = recorded_commands(streams)
+    parameters = {**CORE_DEFAULTS, **golden.get("controller", {}), **(params or {})}
+    try:
+        ControllerCore(1, parameters)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"controller parameters invalid: {err}") from None
+    runtime = load_runtime(str(checkpoint), backend=backend, device="cpu" if backend == "torch" else None,
+                           threads=threads)
+    try:
+        produced = run_controller(streams, runtime, parameters, recorded_holds(streams))
+    finally:
+        close = getattr(runtime, "close", None)
+        if callable(close):
+            close()
+    report = compare(produced, expected, tolerance)
+    report.update({"bag": str(bag), "golden": str(golden_file) if golden else "recorded commands",
+                   "backend": getattr(runtime, "backend", backend), "controller": parameters})
+    payload = {"bag": bag.name, "checkpoint_sha256": file_sha256(Path(checkpoint)), "backend": report["backend"],
+               "controller": parameters, "commands": produced.to_json()}
+    if update:
+        write_golden(golden_file, payload)
+        report["updated"] = str(golden_file)
+    return (report, payload) if return_payload else report
+
+
+def write_golden(path: Path, payload: dict) -> None:
+    """Write a golden file atomically (a crash leaves the old one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------- play
+
+
+def _rclpy_qos(offered: list) -> Any:
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.interfaces import QosDurability, QosReliability
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10)
+    if offered:
+        first = offered[0]
+        qos.depth = max(int(getattr(first, "depth", 10) or 10), 1)
+        if first.reliability == QosReliability.BEST_EFFORT:
+            qos.reliability = ReliabilityPolicy.BEST_EFFORT
+        if first.durability == QosDurability.TRANSIENT_LOCAL:
+            qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
+    return qos
+
+
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of ``pkg/msg/Name``; ``BagError`` naming the type when not installed."""
+    import importlib
+
+    package, _, name = msgtype.partition("/msg/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise BagError(f"message type '{msgtype}' is not installed (no Python package '{package}')") from None
+
+
+def play(bag: Path, rate: float = 1.0, out=sys.stdout) -> int:
+    """Publish the bag's messages on their topics at ``rate`` × the recorded speed; SIGINT/SIGTERM stop it."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+    from rosbags.rosbag2 import Reader
+
+    bag = Path(bag)
+    if not (bag / "metadata.yaml").is_file():
+        raise BagError(f"bag '{bag}' not found (expected a rosbag2 directory with metadata.yaml)")
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    published = 0
+    try:
+        with Reader(bag) as reader, rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+            node = rclpy.create_node("mhc_replay_player")
+            publishers = {conn.id: node.create_publisher(message_class(conn.msgtype), conn.topic,
+                                                         _rclpy_qos(conn.ext.offered_qos_profiles))
+                          for conn in reader.connections}
+            time.sleep(0.5)  # let subscribers discover the publishers before the first message
+            start_wall, start_bag = time.monotonic(), None
+            for conn, t_ns, raw in reader.messages():
+                if stop:
+                    break
+                start_bag = t_ns if start_bag is None else start_bag
+                due = start_wall + (t_ns - start_bag) * 1e-9 / rate
+                while not stop and (delay := due - time.monotonic()) > 0:
+                    time.sleep(min(delay, 0.05))
+                publishers[conn.id].publish(bytes(raw))
+                published += 1
+            node.destroy_node()
+    except BagError:
+        raise
+    except Exception as err:
+        raise BagError(f"bag '{bag}' cannot be played: {str(err).splitlines()[0] if str(err) else err}") from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"played {published} messages from {bag}" + (" (interrupted)" if stop else ""), file=out)
+    return 128 + stop[0] if stop else 0
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories to replay")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="mHC checkpoint (required unless --play)")
+    parser.add_argument("--backend", default="torch", help="inference backend (default torch: deterministic CPU)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"largest allowed |deviation| per command, rad / m (default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--report", type=Path, default=None, help="write the per-bag reports as JSON here")
+    parser.add_argument("--update", action="store_true", help="rewrite the golden files BAG.expected.json")
+    parser.add_argument("--topic-map", default=None, help="rename input topics: image=/cam,joints=/js,...")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a controller parameter (e.g. ensemble_decay=0.1)")
+    parser.add_argument("--play", action="store_true", help="publish the bag on its topics instead of checking")
+    parser.add_argument("--rate", type=float, default=1.0, help="--play speed vs recorded (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mhc_model.runtime import RuntimeLoadError
+
+    if not (np.isfinite(args.rate) and args.rate > 0):
+        raise UsageError(f"--rate {args.rate} must be a finite number > 0")
+    if not (np.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UsageError(f"--tolerance {args.tolerance} must be a finite number >= 0")
+    try:
+        if args.play:
+            return max(play(bag, args.rate) for bag in args.bags)
+        if args.checkpoint is None:
+            raise UsageError("--checkpoint is required (or --play)")
+        topic_map = parse_topic_map(args.topic_map)
+        params = parse_params(args.param)
+        reports, updates = [], []
+        for bag in args.bags:
+            report, payload = replay(bag, args.checkpoint, args.backend, args.tolerance, topic_map, params,
+                                     return_payload=True)
+            print(format_report(bag, report))
+            reports.append(report)
+            updates.append((expected_path(bag), payload))
+    except (BagError, RuntimeLoadError) as err:
+        raise UsageError(str(err)) from None
+    if args.update:  # only once every bag replayed: a bad bag never leaves half the golden files rewritten
+        for path, payload in updates:
+            write_golden(path, payload)
+            print(f"updated {path}")
+    if args.report is not None:
+        args.report.write_text(json.dumps(reports, indent=1))
+    if args.update:
+        return 0
+    return 0 if all(r["passed"] for r in reports) else 1
