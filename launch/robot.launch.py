@@ -10,12 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
-from launch import LaunchDescription
-from mhc_ros.system import CONTROLLER_TOPICS, robot_system
+from mhc_ros.system import CONTROLLER_TOPICS, launch_description, robot_system
 
 
 def _default_params_file() -> str:
@@ -40,31 +35,13 @@ ARGUMENTS = {
 }
 
 
-def _convert(text: str, kind: type):
-    if text == "":
-        return None
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"expected true or false, got '{text}'")
-        return text.lower() == "true"
-    return kind(text)
-
-
-def _nodes(context, *args, **kwargs) -> list:
-    values = {name: _convert(LaunchConfiguration(name).perform(context), kind)
-              for name, (_default, kind, _description) in ARGUMENTS.items()}
+def _robot_nodes(values: dict) -> list:
     topics = {name: values.pop(name) for name in CONTROLLER_TOPICS if values.get(name)}
-    nodes = robot_system(topics=topics, **values)
-    return [
-        Node(package=node.package, executable=node.executable, name=node.name, output="screen",
-             parameters=[*([node.params_file] if node.params_file else []), node.parameters],
-             remappings=list(node.remappings), additional_env=dict(node.env))
-        for node in nodes
-    ]
+    for name in CONTROLLER_TOPICS:
+        values.pop(name, None)
+    return robot_system(topics=topics, **values)
 
 
-def generate_launch_description() -> LaunchDescription:
+def generate_launch_description():
     """Launch arguments (each with a description) and the nodes of :func:`mhc_ros.system.robot_system`."""
-    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
-                 for name, (default, _kind, description) in ARGUMENTS.items()]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])
+    return launch_description(ARGUMENTS, _robot_nodes)

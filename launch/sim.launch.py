@@ -6,12 +6,7 @@ starts as processes on machines without ``ros2 launch``.
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-
-from launch import LaunchDescription
-from mhc_ros.system import sim_system
+from mhc_ros.system import launch_description, sim_system
 
 # name -> (default, type, description)
 ARGUMENTS = {
@@ -29,26 +24,6 @@ ARGUMENTS = {
 }
 
 
-def _convert(text: str, kind: type):
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"expected true or false, got '{text}'")
-        return text.lower() == "true"
-    return kind(text)
-
-
-def _nodes(context, *args, **kwargs) -> list:
-    values = {name: _convert(LaunchConfiguration(name).perform(context), kind)
-              for name, (_default, kind, _description) in ARGUMENTS.items()}
-    return [
-        Node(package=node.package, executable=node.executable, name=node.name, output="screen",
-             parameters=[node.parameters], remappings=list(node.remappings), additional_env=dict(node.env))
-        for node in sim_system(**values)
-    ]
-
-
-def generate_launch_description() -> LaunchDescription:
+def generate_launch_description():
     """Launch arguments (each with a description) and the nodes of :func:`mhc_ros.system.sim_system`."""
-    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
-                 for name, (default, _kind, description) in ARGUMENTS.items()]
-    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes)])
+    return launch_description(ARGUMENTS, lambda values: sim_system(**values))

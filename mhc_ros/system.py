@@ -128,3 +128,46 @@ def robot_system(checkpoint_path: str | None = None, backend: str | None = None,
         parameters={key: value for key, value in given.items() if value is not None},
         remappings=remappings, params_file=params_file or None)
     return [controller]
+
+
+# ------------------------------------------------------------------------------ ros2 launch files
+
+LaunchArguments = dict[str, tuple[str, type, str]]  # name -> (default text, type, description)
+
+
+def launch_value(text: str, kind: type) -> Any:
+    """A launch argument's text as ``kind`` (bool: true/false); ``""`` means not given: None."""
+    if text == "":
+        return None
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got '{text}'")
+        return text.lower() == "true"
+    return kind(text)
+
+
+def launch_description(arguments: LaunchArguments, describe: Any) -> Any:
+    """A ``LaunchDescription`` declaring ``arguments`` (each with its description) whose nodes are
+    ``describe(values)`` — the same ``NodeDescription`` list ``mhc bringup`` starts as processes.
+
+    Imports ``launch``/``launch_ros`` only here: they exist where ``ros2 launch`` does.
+    """
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from launch import LaunchDescription
+
+    def nodes(context: Any, *args: Any, **kwargs: Any) -> list:
+        values = {name: launch_value(LaunchConfiguration(name).perform(context), kind)
+                  for name, (_default, kind, _description) in arguments.items()}
+        return [
+            Node(package=node.package, executable=node.executable, name=node.name, output="screen",
+                 parameters=[*([node.params_file] if node.params_file else []), node.parameters],
+                 remappings=list(node.remappings), additional_env=dict(node.env))
+            for node in describe(values)
+        ]
+
+    declared = [DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, (default, _kind, description) in arguments.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=nodes)])

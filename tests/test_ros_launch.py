@@ -34,8 +34,7 @@ class Context:
         self.launch_configurations = configurations
 
 
-@pytest.fixture
-def launch_module(monkeypatch):
+def _load_launch_file(monkeypatch, path: Path):
     fakes = {
         "launch": types.ModuleType("launch"), "launch.actions": types.ModuleType("launch.actions"),
         "launch.substitutions": types.ModuleType("launch.substitutions"),
@@ -48,10 +47,15 @@ def launch_module(monkeypatch):
     fakes["launch_ros.actions"].Node = type("Node", (_Recorded,), {})
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("sim_launch", LAUNCH_FILE)
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def launch_module(monkeypatch):
+    return _load_launch_file(monkeypatch, LAUNCH_FILE)
 
 
 def _nodes(module, **overrides):
@@ -89,3 +93,20 @@ def test_launch_builds_the_same_nodes_as_bringup(launch_module):
 def test_launch_rejects_unknown_policy(launch_module):
     with pytest.raises(ValueError, match="policy 'mhc' not available"):
         _nodes(launch_module, policy="mhc")
+
+
+def test_robot_launch_builds_the_same_node_as_bringup_robot(monkeypatch):
+    from mhc_ros.system import robot_system
+
+    module = _load_launch_file(monkeypatch, LAUNCH_FILE.with_name("robot.launch.py"))
+    arguments, nodes = _nodes(module, checkpoint_path="/models/mhc_s.safetensors", backend="onnxruntime",
+                              image_topic="/wrist/image_raw")
+    assert all(len(a.kwargs["description"]) > 10 for a in arguments)
+    (node,) = nodes
+    (expected,) = robot_system(checkpoint_path="/models/mhc_s.safetensors", backend="onnxruntime",
+                               params_file=module.ARGUMENTS["params_file"][0],
+                               topics={"image_topic": "/wrist/image_raw"})
+    assert (node.kwargs["package"], node.kwargs["executable"], node.kwargs["name"]) == (
+        expected.package, expected.executable, expected.name)
+    assert node.kwargs["parameters"] == [expected.params_file, expected.parameters]
+    assert node.kwargs["remappings"] == list(expected.remappings)
