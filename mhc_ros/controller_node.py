@@ -4,7 +4,9 @@
 through :func:`load_runtime`, the one hook tests replace); ``on_activate`` starts the control timer.
 Each tick: latest ``/camera/image_raw`` + joint history → ``runtime.step`` → action chunk → blended
 across chunks → position/velocity/acceleration limits → ``/arm_controller/joint_trajectory`` (one point,
-one control period ahead) + ``/gripper_controller/commands``. ``/mhc/predicted_motion`` (MarkerArray) and
+one control period ahead) + ``/gripper_controller/commands``; then ``/mhc/controller_tick`` (JSON trace of the
+tick: which image / joint state it used, its mode, see :meth:`ControllerNode._publish_trace`; what lets
+``mhc replay`` reproduce a live-recorded bag exactly). ``/mhc/predicted_motion`` (MarkerArray) and
 ``/mhc/plan`` (JSON) follow at a lower rate; ``/diagnostics`` carries latency, counts and the safety state.
 
 Safety (on by default; logic in :mod:`mhc_ros.control_logic`): stale image or joint state, a
@@ -16,6 +18,7 @@ Malformed inputs are dropped and counted by reason, never reach the model. With 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -42,6 +45,7 @@ from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 
 NODE_NAME = "mhc_controller"
+TRACE_TOPIC = "/mhc/controller_tick"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 MOTION_SLOTS = ("red_cube", "green_cube", "blue_cube", "yellow_cube", "ball", "bin", "end_effector")
 SLOT_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.3, 0.9), (0.9, 0.9, 0.1), (0.9, 0.5, 0.1),
@@ -86,6 +90,15 @@ def load_runtime(checkpoint_path: str, backend: str = "auto", engine_dir: str | 
     from mhc_model.runtime import load_runtime as load
 
     return load(checkpoint_path, backend=backend, engine_dir=engine_dir, device=device, threads=threads)
+
+
+def instruction_sha(text: str) -> str:
+    """The instruction's identity in the tick trace: first 16 hex digits of the SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _stamp_pair(stamp: Any) -> list[int]:
+    return [int(stamp.sec), int(stamp.nanosec)]
 
 
 def parameter_problem(p: dict[str, Any]) -> str | None:
@@ -185,6 +198,7 @@ class ControllerNode(LifecycleNode):
                                                            RELIABLE_QOS)
         self.pub_motion = self.create_lifecycle_publisher(MarkerArray, "/mhc/predicted_motion", 10)
         self.pub_plan = self.create_lifecycle_publisher(String, "/mhc/plan", 10)
+        self.pub_trace = self.create_lifecycle_publisher(String, TRACE_TOPIC, RELIABLE_QOS)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._handles = [
             self.create_subscription(Image, "/camera/image_raw", self._on_image, SENSOR_QOS),
@@ -200,8 +214,13 @@ class ControllerNode(LifecycleNode):
 
     def _reset_state(self) -> None:
         self.image: np.ndarray | None = None
+        self.image_stamp: list[int] | None = None   # header stamp [sec, nanosec] of self.image
         self.joints: tuple[np.ndarray, np.ndarray] | None = None
+        self.joint_stamp: list[int] | None = None   # header stamp of self.joints
         self.instruction: str | None = None
+        self.instruction_sha: str | None = None
+        self.tick_count = 0                          # control ticks since configure (the trace's "tick")
+        self._trace: dict[str, Any] = {}
         self.stopped = False
         self.mode = cl.NO_INSTRUCTION
         self.hold_position: np.ndarray | None = None  # latched when a hold begins; None while the model drives
@@ -256,7 +275,7 @@ class ControllerNode(LifecycleNode):
             else:
                 self.destroy_timer(handle)
         self._handles = []
-        for name in ("pub_trajectory", "pub_gripper", "pub_motion", "pub_plan"):
+        for name in ("pub_trajectory", "pub_gripper", "pub_motion", "pub_plan", "pub_trace"):
             publisher = getattr(self, name, None)
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
@@ -289,6 +308,7 @@ class ControllerNode(LifecycleNode):
         if fault is not None:
             self._drop(fault)
             return
+        self.image_stamp = _stamp_pair(msg.header.stamp)
         self.watchdog.feed("image", self._now())
 
     def _on_joint_states(self, msg: JointState) -> None:
@@ -305,12 +325,13 @@ class ControllerNode(LifecycleNode):
             self._drop(fault)
             return
         self.joints = (positions, velocities)
+        self.joint_stamp = _stamp_pair(msg.header.stamp)
         self.watchdog.feed("joint_states", self._now())
 
     def _on_instruction(self, msg: String) -> None:
         # Any new instruction replaces the current one; a rejected one leaves none (hold): the operator's
         # latest intent is not what the old instruction said.
-        self.instruction = None
+        self.instruction = self.instruction_sha = None
         fault = cl.instruction_fault(msg.data, int(self.p["max_instruction_bytes"]))
         if fault is None:
             try:
@@ -327,13 +348,16 @@ class ControllerNode(LifecycleNode):
             self._drop(fault)
             return
         self.instruction = msg.data
+        self.instruction_sha = instruction_sha(msg.data)
         self._restart_model = True
         self.get_logger().info(f"instruction: '{msg.data}'")
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.stopped = True
         if self.control_timer is not None:
+            self._trace = {}
             self._hold(cl.STOPPED)
+            self._publish_trace("stop")
         response.success, response.message = True, "stopped: holding position until /mhc/resume"
         self.get_logger().warning("stop requested: holding position")
         return response
@@ -355,8 +379,9 @@ class ControllerNode(LifecycleNode):
                 return  # nothing measured yet: nothing safe to command
             self.hold_position = self.joints[0][:7].copy()
         self.holds += 1
-        self.pub_trajectory.publish(conv.joint_trajectory_msg(self.hold_position, self.period,
-                                                              self._stamp(), self.joint_names[:7]))
+        msg = conv.joint_trajectory_msg(self.hold_position, self.period, self._stamp(), self.joint_names[:7])
+        self._trace["command_stamp"] = _stamp_pair(msg.header.stamp)
+        self.pub_trajectory.publish(msg)
 
     def _stamp(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -366,10 +391,30 @@ class ControllerNode(LifecycleNode):
         if self.last_tick_start is not None:
             self.tick_interval.add(start - self.last_tick_start)
         self.last_tick_start = start
+        self._trace = {}
         try:
             self._control(start)
         finally:
             self.tick_latency.add(self._now() - start)
+            self._publish_trace("tick")
+            self.tick_count += 1
+
+    def _publish_trace(self, source: str) -> None:
+        """``/mhc/controller_tick``: what this tick (``source`` "tick") or a ``/mhc/stop`` hold ("stop") used.
+
+        JSON ``{"tick", "source", "mode", "image_stamp", "joint_state_stamp", "instruction_sha", "history",
+        "restart", "command_stamp"}``: stamps are ``[sec, nanosec]`` of the header of the image / joint state
+        held at that moment (on a "tick" that joint state was pushed into the history) and of the arm command
+        published (null when none); ``history`` the joint history's fill after the push; ``restart`` whether
+        the core restarted from the measured state on this tick.
+        """
+        if getattr(self, "pub_trace", None) is None:
+            return
+        trace = {"tick": self.tick_count, "source": source, "mode": self.mode, "image_stamp": self.image_stamp,
+                 "joint_state_stamp": self.joint_stamp, "instruction_sha": self.instruction_sha,
+                 "history": len(self.core.history.samples), "restart": bool(self._trace.get("restart", False)),
+                 "command_stamp": self._trace.get("command_stamp")}
+        self.pub_trace.publish(String(data=json.dumps(trace)))
 
     def _control(self, now: float) -> None:
         if self.joints is not None:
@@ -382,6 +427,7 @@ class ControllerNode(LifecycleNode):
         if self._restart_model:  # after activation or a hold: start from the measured state, forget old chunks
             self.core.restart(positions)
             self._restart_model = False
+            self._trace["restart"] = True
         begin = self._now()
         try:
             out = self.runtime.step(self.image, "rgb8", self.core.joint_history())
@@ -406,7 +452,9 @@ class ControllerNode(LifecycleNode):
         self.commands += 1
         # Gripper first: a simulation in lockstep steps when the arm trajectory arrives.
         self.pub_gripper.publish(conv.gripper_msg(width))
-        self.pub_trajectory.publish(conv.joint_trajectory_msg(arm, self.period, self._stamp(), self.joint_names[:7]))
+        msg = conv.joint_trajectory_msg(arm, self.period, self._stamp(), self.joint_names[:7])
+        self._trace["command_stamp"] = _stamp_pair(msg.header.stamp)
+        self.pub_trajectory.publish(msg)
 
     def _invalid_output(self, err: cl.InputRejected) -> None:
         self.dropped[err.reason] += 1

@@ -21,7 +21,12 @@ from typing import Any
 from mhc_ros.bags import DEFAULT_QOS, EPISODE_TOPICS, TYPESTORE, _qos
 from mhc_ros.cli_args import UsageError
 
-DEFAULT_TOPICS = tuple(spec.name for spec in EPISODE_TOPICS)
+TRACE_TOPIC = "/mhc/controller_tick"  # the mhc_controller's per-tick trace (mhc replay follows it)
+DEFAULT_TOPICS = (*(spec.name for spec in EPISODE_TOPICS), TRACE_TOPIC)
+# Default topics not every graph has (the bridge publishes no end-effector pose, a robot no /sim topics, the
+# expert controller no trace): recorded when they have a publisher once the others are there, else skipped.
+OPTIONAL_DEFAULT_TOPICS = ("/clock", "/sim/object_poses", "/sim/ee_pose", TRACE_TOPIC)
+OPTIONAL_GRACE_S = 1.0
 SPIN_PERIOD_S = 0.05
 
 
@@ -57,11 +62,13 @@ def subscription_qos(endpoints: list) -> Any:
 
 
 def record(topics: list[str], out: Path, duration_s: float | None = None, wait_s: float = 30.0,
-           stop: list[int] | None = None, log=sys.stderr) -> dict[str, int]:
+           stop: list[int] | None = None, log=sys.stderr, optional: tuple[str, ...] = ()) -> dict[str, int]:
     """Record ``topics`` into the new bag directory ``out``; returns ``{topic: messages}``.
 
     Waits up to ``wait_s`` (wall time) for every topic to appear. ``stop``: a list a signal handler
-    appends to; recording ends when it is non-empty or after ``duration_s``. Raises :class:`RecordError`.
+    appends to; recording ends when it is non-empty or after ``duration_s``. ``optional``: topics of ``topics``
+    that need not appear: once the others have publishers they get ``OPTIONAL_GRACE_S`` more, then those
+    still without a publisher are left out (one line on ``log``). Raises :class:`RecordError`.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -84,15 +91,25 @@ def record(topics: list[str], out: Path, duration_s: float | None = None, wait_s
         try:
             deadline = time.monotonic() + wait_s
             types: dict[str, str] = {}
+            required_since = None
             while not stop:
                 graph = dict(node.get_topic_names_and_types())
                 types = {t: graph[t][0] for t in topics if graph.get(t) and node.get_publishers_info_by_topic(t)}
                 if len(types) == len(topics) or time.monotonic() > deadline:
                     break
+                if all(t in types for t in topics if t not in optional):
+                    required_since = required_since or time.monotonic()
+                    if time.monotonic() - required_since > OPTIONAL_GRACE_S:
+                        break
                 executor.spin_once(timeout_sec=0.1)
-            missing = [t for t in topics if t not in types]
             if stop:
                 return counts
+            skipped = [t for t in topics if t not in types and t in optional]
+            if skipped:
+                print(f"not recording (no publisher): {' '.join(skipped)}", file=log)
+                topics = [t for t in topics if t not in skipped]
+                counts = dict.fromkeys(topics, 0)
+            missing = [t for t in topics if t not in types]
             if missing:
                 raise RecordError(f"topic '{missing[0]}' has no publisher after {wait_s:g} s")
             unknown = [t for t in topics if types[t] not in TYPESTORE.types]
@@ -126,8 +143,9 @@ def record(topics: list[str], out: Path, duration_s: float | None = None, wait_s
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--topics", nargs="+", default=list(DEFAULT_TOPICS),
-                        help="topics to record (default: the episode topics of docs/contracts.md)")
+    parser.add_argument("--topics", nargs="+", default=None,
+                        help="topics to record (default: the episode topics of docs/contracts.md and "
+                             f"{TRACE_TOPIC}; those of them a graph may lack are left out when absent)")
     parser.add_argument("--out", type=Path, required=True, help="new rosbag2 directory to write")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the topics to appear")
@@ -138,14 +156,16 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not (0.0 < value < float("inf")):
             raise UsageError(f"--{name} {value} must be a finite number > 0 (s)")
-    bad = [t for t in args.topics if not t.startswith("/")]
+    optional = OPTIONAL_DEFAULT_TOPICS if args.topics is None else ()
+    topics = list(DEFAULT_TOPICS) if args.topics is None else args.topics
+    bad = [t for t in topics if not t.startswith("/")]
     if bad:
         raise UsageError(f"topic '{bad[0]}' must be an absolute name (starting with '/')")
     stop: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        counts = record(list(dict.fromkeys(args.topics)), args.out, args.duration, args.wait, stop)
+        counts = record(list(dict.fromkeys(topics)), args.out, args.duration, args.wait, stop, optional=optional)
     except RecordError as err:
         raise UsageError(str(err)) from None
     finally:

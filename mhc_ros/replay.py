@@ -3,8 +3,10 @@
 Check mode (default): the bag's recorded inputs — camera image, joint states, instruction — are fed
 through the ``mhc_controller``'s own per-tick core (:class:`mhc_ros.controller_core.ControllerCore`)
 with the inference runtime of ``--checkpoint``, deterministically: no wall clock, one tick per
-recorded arm command (its bag time), each tick seeing the latest image, joint state and instruction
-recorded at or before it, exactly as the node's timer would have. The commands produced are compared
+recorded arm command (its bag time). When the bag holds the node's tick trace (``/mhc/controller_tick``,
+see :func:`read_trace`) each tick uses exactly the image, joint state and instruction the node used and
+holds where the node held; without it (e.g. the golden bags, written by the core itself) each tick sees
+the latest image, joint state and instruction recorded at or before it. The commands produced are compared
 with the golden ones — ``BAG.expected.json`` beside the bag when it exists (``--update`` writes it),
 else the commands recorded in the bag — joint by joint (max/mean |deviation|, first time beyond
 ``--tolerance``). Exit 0 within tolerance, 1 on a regression, 2 on bad input (nothing written).
@@ -28,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from mhc_ros import control_logic as cl
 from mhc_ros.bag_import import JOINT_NAMES, BagError, Streams, latest_before, parse_topic_map, read_streams
 from mhc_ros.cli_args import UsageError
 from mhc_ros.controller_core import CORE_DEFAULTS, ControllerCore
 
+TRACE_TOPIC = "/mhc/controller_tick"
 EXPECTED_SUFFIX = ".expected.json"
 DEFAULT_TOLERANCE = 1e-3  # rad (arm) and m (gripper)
 COMMAND_NAMES = (*JOINT_NAMES[:7], "gripper")
@@ -133,19 +137,173 @@ def run_controller(streams: Streams, runtime: Any, parameters: Mapping[str, Any]
     return Commands((ticks - ticks[0]) * 1e-9, arm, gripper)
 
 
-def compare(produced: Commands, expected: Commands, tolerance: float) -> dict:
-    """Per-command deviations: ``{name: {max_abs, mean_abs, first_divergence_s}}`` + ``passed``."""
+@dataclass
+class Trace:
+    """The node's tick trace of a bag, with the header stamps that tie it to the recorded messages.
+
+    ``entries``: the ``/mhc/controller_tick`` JSON objects in recorded order; ``image`` / ``joints``:
+    header stamp ``(sec, nanosec)`` → index into ``Streams.image`` / ``Streams.joints``; ``command``:
+    header stamp of each recorded arm command (``Streams.trajectory`` order).
+    """
+
+    entries: list[dict]
+    image: dict[tuple[int, int], int]
+    joints: dict[tuple[int, int], int]
+    command: list[tuple[int, int]]
+
+
+def _stamp_key(value: Any) -> tuple[int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]))
+
+
+def read_trace(bag: Path, streams: Streams) -> Trace | None:
+    """The ``/mhc/controller_tick`` trace of ``bag`` (published by the ``mhc_controller`` every tick), or None.
+
+    Raises :class:`BagError` for a trace message that is not the node's JSON.
+    """
+    from rosbags.rosbag2 import Reader
+
+    from mhc_ros.bags import TYPESTORE
+
+    keys = {streams.topics["image"]: "image", streams.topics["joints"]: "joints",
+            streams.topics["trajectory"]: "command", TRACE_TOPIC: "trace"}
+    found: dict[str, list[tuple[int, Any]]] = {key: [] for key in keys.values()}
+    try:
+        with Reader(bag) as reader:
+            connections = [c for c in reader.connections if c.topic in keys]
+            if not any(c.topic == TRACE_TOPIC and c.msgtype == "std_msgs/msg/String" for c in connections):
+                return None
+            for conn, t_ns, raw in reader.messages(connections=connections):
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                key = keys[conn.topic]
+                value = json.loads(msg.data) if key == "trace" else (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                found[key].append((int(t_ns), value))
+    except ValueError as err:
+        raise BagError(f"'{TRACE_TOPIC}' in bag '{bag}' is not the controller's JSON trace: {err}") from None
+    for items in found.values():
+        items.sort(key=lambda item: item[0])  # the order of read_streams (same stable sort)
+    entries = [entry for _, entry in found["trace"]]
+    if any(not isinstance(e, dict) or "mode" not in e or "tick" not in e for e in entries):
+        raise BagError(f"'{TRACE_TOPIC}' in bag '{bag}' is not the controller's JSON trace")
+    return Trace(entries=entries,
+                 image={stamp: i for i, (_, stamp) in enumerate(found["image"])},
+                 joints={stamp: i for i, (_, stamp) in enumerate(found["joints"])},
+                 command=[stamp for _, stamp in found["command"]])
+
+
+def run_traced(streams: Streams, trace: Trace, runtime: Any,
+               parameters: Mapping[str, Any]) -> tuple[Commands, np.ndarray, np.ndarray]:
+    """Replay the node's ticks as its trace records them; returns ``(commands, verified, model_tick)``.
+
+    Each traced tick pushes the joint state it names into the history, encodes the instruction it names,
+    and — where the node drove (mode ``ok``) — runs the runtime on the image it names; elsewhere it holds
+    as the node did. Its command lands on the recorded arm command with the same header stamp. Ticks are
+    compared (``verified``) from the first restart of the core once the joint history is fully known
+    (the trace starts at the node's first push, or ``joint_history_length`` pushes were traced);
+    ``model_tick``: recorded commands the model produced (a gripper command came with them).
+    Raises :class:`BagError` when a followed tick names an input the bag lacks.
+    """
+    ticks = np.array([t for t, _ in streams.trajectory], dtype=np.int64)
+    length = int(runtime.joint_history_length)
+    core = ControllerCore(length, parameters)
+    command_index = {stamp: k for k, stamp in enumerate(trace.command)}
+    instructions = {hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]: text for _, text in streams.instruction}
+    arm, gripper = np.full((len(ticks), 7), np.nan), np.full(len(ticks), np.nan)
+    verified, model_tick = np.zeros(len(ticks), bool), np.zeros(len(ticks), bool)
+    pushes, history_known, synced, encoded, hold, previous_tick = 0, False, False, None, None, None
+    for entry in trace.entries:
+        tick, source = entry["tick"], entry.get("source", "tick")
+        where = f"tick {tick} of '{TRACE_TOPIC}' in bag '{streams.path}'"
+        if source == "tick":
+            if previous_tick is not None and tick != previous_tick + 1:
+                if synced:
+                    raise BagError(f"{where}: ticks {previous_tick + 1}..{tick - 1} missing from the trace")
+                pushes, history_known = 0, False
+            previous_tick = tick
+        joint_stamp = _stamp_key(entry.get("joint_state_stamp"))
+        joints = None
+        if joint_stamp is not None:
+            j = trace.joints.get(joint_stamp)
+            if j is None:
+                if synced:
+                    raise BagError(f"{where}: joint state stamped {joint_stamp} is not in the bag")
+                pushes, history_known = 0, False
+            else:
+                joints = streams.joints[j][1]
+                if source == "tick":
+                    core.push_joints(*joints)
+                    pushes += 1
+                    history_known = history_known or pushes >= length or entry.get("history") == pushes
+        sha = entry.get("instruction_sha")
+        if sha is not None and sha != encoded and sha in instructions:
+            runtime.encode_instruction(instructions[sha])
+            encoded = sha
+        k = command_index.get(_stamp_key(entry.get("command_stamp")) or (-1, -1))
+        if entry["mode"] != "ok":
+            if hold is None and joints is not None:
+                hold = joints[0][:7].copy()
+            if synced and k is not None:
+                arm[k], verified[k] = (np.nan if hold is None else hold), True
+            continue
+        hold = None
+        synced = synced or (bool(entry.get("restart")) and history_known and joints is not None)
+        if not synced:
+            continue
+        if sha != encoded:
+            raise BagError(f"{where}: instruction {sha} is not in the bag")
+        i = trace.image.get(_stamp_key(entry.get("image_stamp")) or (-1, -1))
+        if i is None:
+            raise BagError(f"{where}: image stamped {entry.get('image_stamp')} is not in the bag")
+        if entry.get("restart"):
+            core.restart(joints[0])
+        out = runtime.step(streams.image[i][1], "rgb8", core.joint_history())
+        try:
+            command = core.command(out.action_chunk)
+        except cl.InputRejected:
+            command = None  # the node drove on this tick: a rejected chunk here is a regression (NaN vs command)
+        if k is not None:
+            verified[k] = model_tick[k] = True
+            if command is not None:
+                arm[k], gripper[k] = command.arm, command.gripper
+    return Commands((ticks - ticks[0]) * 1e-9, arm, gripper), verified, model_tick
+
+
+def traced_commands(streams: Streams, model_tick: np.ndarray, period_s: float) -> Commands:
+    """The recorded commands of a traced bag: each model tick's gripper command is the one received nearest
+    its arm command (within half a control period; the recorder may receive the two in either order)."""
+    recorded = recorded_commands(streams)
+    ticks = np.array([t for t, _ in streams.trajectory], dtype=np.int64)
+    stamps = np.array([t for t, _ in streams.gripper], dtype=np.int64)
+    gripper = np.full(len(ticks), np.nan)
+    if len(stamps):
+        for k in np.flatnonzero(model_tick):
+            n = int(np.argmin(np.abs(stamps - ticks[k])))
+            if abs(int(stamps[n]) - int(ticks[k])) * 1e-9 < period_s / 2:
+                gripper[k] = streams.gripper[n][1]
+    return Commands(recorded.times_s, recorded.arm, gripper)
+
+
+def compare(produced: Commands, expected: Commands, tolerance: float, verified: np.ndarray | None = None) -> dict:
+    """Per-command deviations: ``{name: {max_abs, mean_abs, first_divergence_s}}`` + ``passed``.
+
+    ``verified (T,)`` bool: the ticks to compare (default all); the others are counted as ``skipped``.
+    """
     if len(produced.arm) != len(expected.arm):
         return {"passed": False, "ticks": len(produced.arm),
                 "error": f"{len(produced.arm)} ticks produced, {len(expected.arm)} expected"}
+    verified = np.ones(len(produced.arm), bool) if verified is None else np.asarray(verified, bool)
     columns = np.column_stack([produced.arm, produced.gripper])
     golden = np.column_stack([expected.arm, expected.gripper])
     report: dict[str, Any] = {"ticks": len(columns), "tolerance": tolerance, "commands": {}}
+    if not verified.all():
+        report["skipped"] = int((~verified).sum())
+        if not verified.any():
+            return {**report, "passed": False, "error": "no recorded command could be matched to a replayable tick"}
     passed = True
     for j, name in enumerate(COMMAND_NAMES):
         a, b = columns[:, j], golden[:, j]
-        both = ~np.isnan(a) & ~np.isnan(b)
-        mismatch = np.isnan(a) != np.isnan(b)  # one side commanded, the other did not
+        both = ~np.isnan(a) & ~np.isnan(b) & verified
+        mismatch = (np.isnan(a) != np.isnan(b)) & verified  # one side commanded, the other did not
         deviation = np.where(both, np.abs(a - b), 0.0)
         deviation[mismatch] = np.inf
         beyond = np.flatnonzero(deviation > tolerance)
@@ -161,7 +319,10 @@ def compare(produced: Commands, expected: Commands, tolerance: float) -> dict:
 
 
 def format_report(bag: Path, report: dict) -> str:
-    lines = [f"replay {bag}: {report['ticks']} ticks, tolerance {report.get('tolerance', 0):g}"]
+    skipped = (f" ({report['skipped']} before the trace could be followed, not compared)"
+               if report.get("skipped") else "")
+    traced = ", traced" if report.get("traced") else ""
+    lines = [f"replay {bag}: {report['ticks']} ticks{skipped}{traced}, tolerance {report.get('tolerance', 0):g}"]
     if "error" in report:
         return "\n".join([*lines, f"  REGRESSION: {report['error']}"])
     lines.append(f"  {'command':<14}{'max |dev|':>12}{'mean |dev|':>12}  first divergence")
@@ -207,22 +368,29 @@ def replay(bag: Path, checkpoint: Path, backend: str = "torch", tolerance: float
             expected = Commands.from_json(golden["commands"])
         except (ValueError, KeyError, TypeError) as err:
             raise BagError(f"golden file '{golden_file}' unreadable: {err}") from None
-    else:
-        expected = recorded_commands(streams)
     parameters = {**CORE_DEFAULTS, **golden.get("controller", {}), **(params or {})}
     try:
         ControllerCore(1, parameters)
     except (ValueError, TypeError) as err:
         raise UsageError(f"controller parameters invalid: {err}") from None
+    trace = read_trace(bag, streams)
     runtime = load_runtime(str(checkpoint), backend=backend, device="cpu" if backend == "torch" else None,
                            threads=threads)
+    verified = None
     try:
-        produced = run_controller(streams, runtime, parameters, recorded_holds(streams))
+        if trace is not None:
+            produced, verified, model_tick = run_traced(streams, trace, runtime, parameters)
+        else:
+            produced = run_controller(streams, runtime, parameters, recorded_holds(streams))
     finally:
         close = getattr(runtime, "close", None)
         if callable(close):
             close()
-    report = compare(produced, expected, tolerance)
+    if not golden:
+        expected = (recorded_commands(streams) if trace is None
+                    else traced_commands(streams, model_tick, 1.0 / float(parameters["control_rate_hz"])))
+    report = compare(produced, expected, tolerance, verified)
+    report["traced"] = trace is not None
     report.update({"bag": str(bag), "golden": str(golden_file) if golden else "recorded commands",
                    "backend": getattr(runtime, "backend", backend), "controller": parameters})
     payload = {"bag": bag.name, "checkpoint_sha256": file_sha256(Path(checkpoint)), "backend": report["backend"],
