@@ -10,7 +10,9 @@ from mhc_ros.system import launch_description, sim_system
 
 # name -> (default, type, description)
 ARGUMENTS = {
-    "policy": ("expert", str, "controller: 'expert' (scripted expert; the learned mHC policy comes later)"),
+    "policy": ("expert", str, "controller: 'expert' (scripted expert) or 'mhc' (needs checkpoint_path)"),
+    "checkpoint_path": ("", str, "mHC checkpoint for policy:=mhc"),
+    "backend": ("onnxruntime", str, "inference backend of the mhc_controller (auto, torch, onnxruntime, tensorrt)"),
     "task": ("reach", str, "task of the first episode (a key of mhc_sim.TASKS)"),
     "seed": ("0", int, "seed of the first episode (>= 0)"),
     "image_width": ("96", int, "camera image width (pixels)"),

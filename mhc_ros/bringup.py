@@ -140,7 +140,9 @@ class ProcessGroup:
 class EpisodeClient:
     """This process's own ROS node: requests episodes and follows their status."""
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, status_readers: int = 2) -> None:
+        """``status_readers``: subscribers of ``/sim/episode_status`` expected when ready (this client
+        plus, for the expert, its controller; the mHC controller does not read it)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
@@ -155,6 +157,7 @@ class EpisodeClient:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.status: dict[str, Any] | None = None
+        self.status_readers = status_readers
         self.request_pub = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
         self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
 
@@ -171,7 +174,7 @@ class EpisodeClient:
         return (self.request_pub.get_subscription_count() > 0
                 and node.count_publishers("/arm_controller/joint_trajectory") > 0
                 and node.count_subscribers("/joint_states") > 0
-                and node.count_subscribers("/sim/episode_status") > 1)
+                and node.count_subscribers("/sim/episode_status") >= self.status_readers)
 
     def request(self, task: str, seed: int) -> str:
         """Publish an episode request; returns its ``request_id`` (echoed in the episode status)."""
@@ -220,14 +223,15 @@ def _signals_recorded(stop: list[int]) -> Iterator[None]:
 def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, seed: int = 0,
                 timeout_s: float = DEFAULT_EPISODE_TIMEOUT_S, realtime_factor: float = 1.0,
                 image_width: int = 96, image_height: int = 96, domain_id: int | None = None,
-                log_dir: Path | None = None, out: TextIO = sys.stdout) -> dict[str, Any]:
+                log_dir: Path | None = None, out: TextIO = sys.stdout, checkpoint_path: str | None = None,
+                backend: str = "onnxruntime") -> dict[str, Any]:
     """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) across processes.
 
     Prints one line per episode and a summary to ``out``; returns ``{"policy", "task", "domain_id",
     "episodes": [per-episode dicts], "successes", "success_rate", "wall_s", "exit_codes", "pids",
     "error", "interrupted", "log_dir"}``. ``timeout_s`` is each episode's wall-time limit (s).
     """
-    nodes = bringup_nodes(policy, task, seed, realtime_factor, image_width, image_height)
+    nodes = bringup_nodes(policy, task, seed, realtime_factor, image_width, image_height, checkpoint_path, backend)
     domain_id = choose_domain_id(domain_id)
     env = ros_environment(domain_id)
     keep_logs = log_dir is not None
@@ -243,7 +247,7 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
         with _signals_recorded(stop), environment(env):
             for node in nodes:
                 group.start(node)
-            client = EpisodeClient(domain_id)
+            client = EpisodeClient(domain_id, status_readers=2 if policy == "expert" else 1)
             if not _wait(client.ready, STARTUP_TIMEOUT_S, group, client, stop):
                 raise ChildDied(f"nodes {[n.name for n in nodes]} not connected after {STARTUP_TIMEOUT_S:.0f} s "
                                 f"(logs in {log_dir})")
@@ -279,10 +283,12 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
 
 
 def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, image_width: int,
-                  image_height: int) -> list[NodeDescription]:
+                  image_height: int, checkpoint_path: str | None = None,
+                  backend: str = "onnxruntime") -> list[NodeDescription]:
     """The node list bringup starts: ``sim_system`` without the bridge's own first episode (bringup requests each)."""
     return sim_system(policy=policy, task=task, seed=seed, image_width=image_width, image_height=image_height,
-                      realtime_factor=realtime_factor, auto_start=False)
+                      realtime_factor=realtime_factor, auto_start=False, checkpoint_path=checkpoint_path,
+                      backend=backend)
 
 
 def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], task: str, seed: int,
@@ -305,7 +311,10 @@ def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], ta
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``mhc bringup sim``."""
     parser.add_argument("--policy", default="expert",
-                        help="controller: 'expert' (scripted expert); the learned mHC policy comes later")
+                        help="controller: 'expert' (scripted expert) or 'mhc' (mhc_controller with --checkpoint)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="mHC checkpoint for --policy mhc")
+    parser.add_argument("--backend", default="onnxruntime",
+                        help="inference backend of the mhc_controller (auto, torch, onnxruntime, tensorrt)")
     parser.add_argument("--task", type=known_task, default="reach", help="task of every episode (default reach)")
     parser.add_argument("--episodes", type=positive_int, default=1, help="number of episodes (default 1)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first episode (default 0)")
@@ -325,8 +334,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``mhc bringup sim``: 0 when every episode succeeded, 1 otherwise, 2 on bad input, 128+N on signal N."""
     if args.policy not in POLICIES:
-        raise UsageError(f"policy '{args.policy}' not available yet (expected one of {', '.join(POLICIES)}; "
-                         "the learned mHC controller arrives in a later release)")
+        raise UsageError(f"policy '{args.policy}' not available (expected one of {', '.join(POLICIES)})")
+    if args.policy == "mhc" and (args.checkpoint is None or not args.checkpoint.exists()):
+        raise UsageError(f"--policy mhc needs an existing --checkpoint (got '{args.checkpoint}')")
     for name in ("timeout", "realtime_factor"):
         value = getattr(args, name)
         if not value >= 0.0 or value == float("inf") or (name == "timeout" and value == 0.0):
@@ -337,7 +347,9 @@ def run(args: argparse.Namespace) -> int:
     result = bringup_sim(policy=args.policy, task=args.task, episodes=args.episodes, seed=args.seed,
                          timeout_s=args.timeout, realtime_factor=args.realtime_factor,
                          image_width=args.image_width, image_height=args.image_height,
-                         domain_id=args.domain_id, log_dir=args.log_dir)
+                         domain_id=args.domain_id, log_dir=args.log_dir,
+                         checkpoint_path=None if args.checkpoint is None else str(args.checkpoint.resolve()),
+                         backend=args.backend)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
     if result["interrupted"] is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PACKAGE = "mhc_ros"
-POLICIES = ("expert",)  # the learned mHC controller ("mhc") joins in a later issue
+POLICIES = ("expert", "mhc")  # scripted expert (ground truth) or the learned mHC controller
 
 
 @dataclass(frozen=True)
@@ -68,29 +68,39 @@ def parameter_literal(value: Any) -> str:
 
 def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image_width: int = 96,
                image_height: int = 96, control_hz: float = 20.0, realtime_factor: float = 1.0,
-               publish_images: bool = True, auto_start: bool = True, use_sim_time: bool = True
+               publish_images: bool = True, auto_start: bool = True, use_sim_time: bool = True,
+               checkpoint_path: str | None = None, backend: str = "onnxruntime", inference_threads: int = 2
                ) -> list[NodeDescription]:
     """Nodes of the simulated system: ``mhc_sim_bridge`` plus the controller of ``policy``.
 
     task, seed: the episode the bridge starts by itself (``auto_start``); more episodes are
     requested on ``/sim/episode_request``. image_width/height: camera resolution (pixels).
     control_hz: control rate (Hz). realtime_factor: simulation speed vs wall clock (0 = as fast as
-    the controller answers). use_sim_time: controllers follow ``/clock``.
-    Raises ``ValueError`` naming an unknown policy.
+    the controller answers). use_sim_time: the expert controller follows ``/clock``.
+    checkpoint_path, backend, inference_threads: the ``mhc_controller`` of policy ``mhc`` (it ticks on
+    the wall clock; in lockstep the bridge steps when its command arrives).
+    Raises ``ValueError`` naming an unknown policy or a missing checkpoint.
     """
     if policy not in POLICIES:
-        raise ValueError(f"policy '{policy}' not available (expected one of {', '.join(POLICIES)}; "
-                         "the learned mHC controller arrives in a later release)")
+        raise ValueError(f"policy '{policy}' not available (expected one of {', '.join(POLICIES)})")
+    if policy == "mhc" and not checkpoint_path:
+        raise ValueError("policy 'mhc' needs a checkpoint_path")
     bridge = NodeDescription(
         package=PACKAGE, executable="mhc_sim_bridge", name="mhc_sim_bridge", module="mhc_ros.sim_bridge_node",
         parameters={"task": task, "seed": int(seed), "auto_start": bool(auto_start),
                     "image_width": int(image_width), "image_height": int(image_height),
                     "publish_images": bool(publish_images), "control_hz": float(control_hz),
                     "realtime_factor": float(realtime_factor)})
-    controller = NodeDescription(
-        package=PACKAGE, executable="mhc_expert_controller", name="mhc_expert_controller",
-        module="mhc_ros.expert_controller_node",
-        parameters={"control_hz": float(control_hz), "use_sim_time": bool(use_sim_time)})
+    if policy == "mhc":
+        controller = NodeDescription(
+            package=PACKAGE, executable="mhc_controller", name="mhc_controller", module="mhc_ros.controller_node",
+            parameters={"checkpoint_path": str(checkpoint_path), "backend": backend,
+                        "inference_threads": int(inference_threads), "control_rate_hz": float(control_hz)})
+    else:
+        controller = NodeDescription(
+            package=PACKAGE, executable="mhc_expert_controller", name="mhc_expert_controller",
+            module="mhc_ros.expert_controller_node",
+            parameters={"control_hz": float(control_hz), "use_sim_time": bool(use_sim_time)})
     return [bridge, controller]
 
 

@@ -88,7 +88,8 @@ def test_unexpected_child_death_is_reported(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--policy", "mhc"], "policy 'mhc' not available yet"),
+    (["--policy", "magic"], "policy 'magic' not available"),
+    (["--policy", "mhc"], "--policy mhc needs an existing --checkpoint"),
     (["--task", "fly"], "unknown task 'fly'"),
     (["--episodes", "-2"], "-2 is negative"),
     (["--timeout", "0"], "--timeout 0.0 must be"),

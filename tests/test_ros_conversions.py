@@ -176,8 +176,13 @@ def test_sim_system_describes_bridge_and_expert():
     assert args[:3] == ["--ros-args", "-r", "__node:=mhc_sim_bridge"]
     assert 'task:="pick_place"' in args and "realtime_factor:=0.0" in args
     assert isinstance(bridge, NodeDescription) and bridge.command()[1:3] == ["-m", "mhc_ros.sim_bridge_node"]
-    with pytest.raises(ValueError, match="policy 'mhc' not available"):
+    with pytest.raises(ValueError, match="policy 'magic' not available"):
+        sim_system(policy="magic")
+    with pytest.raises(ValueError, match="policy 'mhc' needs a checkpoint_path"):
         sim_system(policy="mhc")
+    _, controller = sim_system(policy="mhc", checkpoint_path="/models/s.safetensors", backend="torch")
+    assert (controller.executable, controller.module) == ("mhc_controller", "mhc_ros.controller_node")
+    assert controller.parameters["checkpoint_path"] == "/models/s.safetensors"
 
 
 def test_urdf_limits_match_the_simulation():

@@ -91,8 +91,8 @@ def test_launch_builds_the_same_nodes_as_bringup(launch_module):
 
 
 def test_launch_rejects_unknown_policy(launch_module):
-    with pytest.raises(ValueError, match="policy 'mhc' not available"):
-        _nodes(launch_module, policy="mhc")
+    with pytest.raises(ValueError, match="policy 'magic' not available"):
+        _nodes(launch_module, policy="magic")
 
 
 def test_robot_launch_builds_the_same_node_as_bringup_robot(monkeypatch):
