@@ -437,8 +437,12 @@ def message_class(msgtype: str) -> Any:
         raise BagError(f"message type '{msgtype}' is not installed (no Python package '{package}')") from None
 
 
-def play(bag: Path, rate: float = 1.0, out=sys.stdout) -> int:
-    """Publish the bag's messages on their topics at ``rate`` × the recorded speed; SIGINT/SIGTERM stop it."""
+def play(bag: Path, rate: float = 1.0, out=sys.stdout, delay_s: float = 3.0) -> int:
+    """Publish the bag's messages on their topics at ``rate`` × the recorded speed; SIGINT/SIGTERM stop it.
+
+    Before the first message it waits for discovery: until every publisher has a subscriber, or
+    ``delay_s`` seconds (a topic nobody listens to must not hold the playback back forever).
+    """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
     from rosbags.rosbag2 import Reader
@@ -456,7 +460,10 @@ def play(bag: Path, rate: float = 1.0, out=sys.stdout) -> int:
             publishers = {conn.id: node.create_publisher(message_class(conn.msgtype), conn.topic,
                                                          _rclpy_qos(conn.ext.offered_qos_profiles))
                           for conn in reader.connections}
-            time.sleep(0.5)  # let subscribers discover the publishers before the first message
+            deadline = time.monotonic() + delay_s  # messages published before discovery are lost
+            while not stop and time.monotonic() < deadline and not all(
+                    pub.get_subscription_count() > 0 for pub in publishers.values()):
+                time.sleep(0.05)
             start_wall, start_bag = time.monotonic(), None
             for conn, t_ns, raw in reader.messages():
                 if stop:
@@ -495,6 +502,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="override a controller parameter (e.g. ensemble_decay=0.1)")
     parser.add_argument("--play", action="store_true", help="publish the bag on its topics instead of checking")
     parser.add_argument("--rate", type=float, default=1.0, help="--play speed vs recorded (default 1)")
+    parser.add_argument("--delay", type=float, default=3.0,
+                        help="--play: wait up to this long (s) for subscribers before the first message (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -502,11 +511,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not (np.isfinite(args.rate) and args.rate > 0):
         raise UsageError(f"--rate {args.rate} must be a finite number > 0")
+    if not (np.isfinite(args.delay) and args.delay >= 0):
+        raise UsageError(f"--delay {args.delay} must be a finite number >= 0")
     if not (np.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UsageError(f"--tolerance {args.tolerance} must be a finite number >= 0")
     try:
         if args.play:
-            return max(play(bag, args.rate) for bag in args.bags)
+            return max(play(bag, args.rate, delay_s=args.delay) for bag in args.bags)
         if args.checkpoint is None:
             raise UsageError("--checkpoint is required (or --play)")
         topic_map = parse_topic_map(args.topic_map)

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,48 @@ def test_golden_bags_are_rosbag2_v9_readable_with_kilted_and_jazzy(store):
                 counts[conn.topic] = counts.get(conn.topic, 0) + 1
         assert b"ros2msg" in next(bag.glob("*.mcap")).read_bytes()  # MCAP schema encoding
         assert counts["/camera/image_raw"] == counts["/arm_controller/joint_trajectory"] == 40
+
+
+def test_play_republishes_the_bag_on_its_topics():
+    """`mhc replay --play` publishes every recorded message on its topic (like `ros2 bag play`)."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from mhc_ros.bags import bag_summary
+
+    bag = Path(__file__).parent / "artifacts" / "golden" / "reach_000000"
+    expected = bag_summary(bag)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("play_listener", context=context)
+    received = {"/joint_states": 0, "/arm_controller/joint_trajectory": 0}
+
+    def counter(topic):
+        def count(_msg):
+            received[topic] += 1
+        return count
+
+    node.create_subscription(JointState, "/joint_states", counter("/joint_states"), 100)
+    node.create_subscription(JointTrajectory, "/arm_controller/joint_trajectory",
+                             counter("/arm_controller/joint_trajectory"), 100)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "mhc_ros.cli", "replay", str(bag), "--play", "--rate", "4"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and received["/joint_states"] < expected["/joint_states"]["count"]:
+            time.sleep(0.05)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    for topic, count in received.items():
+        assert count == expected[topic]["count"], (topic, count, expected[topic])
