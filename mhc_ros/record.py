@@ -75,7 +75,7 @@ def record(topics: list[str], out: Path, duration_s: float | None = None, wait_s
     from rclpy.signals import SignalHandlerOptions
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from mhc_ros.replay import message_class
+    from mhc_ros.bag_player import message_class
 
     out = Path(out)
     if out.exists():
