@@ -42,72 +42,87 @@ def episode_name(task: str, seed: int) -> str:
     return f"{task}_{seed:06d}"
 
 
-def record_episode(world, expert, obs, action_noise: float = 0.0, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
-    """Run ``expert`` from ``obs``, the observation ``world.reset`` returned, to the end of the episode.
+class NoisyExecution:
+    """Policy adapter: the arm executes ``policy``'s targets plus Gaussian noise (``std`` rad on the 7 arm
+    joints) while ``label`` keeps the policy's own action — the data then shows how the expert recovers
+    from states slightly off its path, which a cloned policy will visit. ``std`` 0 executes the labels."""
 
-    With ``action_noise`` > 0 (rad), the arm executes the expert's targets plus Gaussian noise while the
-    recorded label stays the expert's own action: the data then shows how the expert recovers from
-    states slightly off its path, which a cloned policy will visit.
+    def __init__(self, policy, std: float, seed: int) -> None:
+        self.policy, self.std = policy, std
+        self.rng = np.random.default_rng([seed, 1])
+        self.label: np.ndarray | None = None
+
+    def reset(self, episode) -> None:
+        self.policy.reset(episode)
+
+    def act(self, obs) -> np.ndarray:
+        self.label = np.asarray(self.policy.act(obs), dtype=np.float32)
+        executed = self.label.copy()
+        if self.std > 0:
+            executed[:7] += self.rng.normal(0.0, self.std, 7).astype(np.float32)
+        return executed
+
+
+STEP_KEYS = ("images", "joint_positions", "joint_velocities", "actions", "ee_positions", "ee_orientations",
+             "object_positions", "object_orientations", "object_velocities", "phase", "sim_time")
+
+
+def record_episode(world, task: str, seed: int, expert,
+                   action_noise: float = 0.0) -> tuple[dict[str, np.ndarray], dict]:
+    """Run ``expert`` (an ``ExpertPolicy``) on episode (task, seed) of ``world`` and record it.
+
     Returns the shard arrays (observation t and the action chosen from it share index t) and the
-    episode's outcome.
+    episode's outcome. ``action_noise``: see :class:`NoisyExecution`.
     """
-    noise_rng = np.random.default_rng([seed, 1])
-    episode = world.episode
-    expert.reset()
-    steps: dict[str, list] = {key: [] for key in (
-        "images", "joint_positions", "joint_velocities", "actions", "ee_positions", "ee_orientations",
-        "object_positions", "object_orientations", "object_velocities", "phase", "sim_time",
-    )}
-    while True:
-        action = np.asarray(expert.act(obs), dtype=np.float32)
-        steps["images"].append(obs.image)
-        steps["joint_positions"].append(obs.joint_positions)
-        steps["joint_velocities"].append(obs.joint_velocities)
-        steps["actions"].append(action)
-        steps["ee_positions"].append(obs.ee_position)
-        steps["ee_orientations"].append(obs.ee_orientation)
-        steps["object_positions"].append(obs.object_positions)
-        steps["object_orientations"].append(obs.object_orientations)
-        steps["object_velocities"].append(obs.object_velocities)
-        steps["phase"].append(expert.phase)
-        steps["sim_time"].append(obs.sim_time)
-        executed = action.copy()
-        if action_noise > 0:
-            executed[:7] += noise_rng.normal(0.0, action_noise, 7).astype(np.float32)
-        obs = world.step(executed)
-        if world.success() or world.failed() or len(steps["actions"]) >= episode.max_steps:
-            break
+    from mhc_sim import run_episode
+
+    policy = NoisyExecution(expert, action_noise, seed)
+    steps: dict[str, list] = {key: [] for key in STEP_KEYS}
+    present: list[np.ndarray] = []
+
+    def record(t: int, obs, _executed: np.ndarray) -> None:
+        if t == 0:
+            present.append(np.asarray(obs.object_present, dtype=bool))
+        for key, value in (("images", obs.image), ("joint_positions", obs.joint_positions),
+                           ("joint_velocities", obs.joint_velocities), ("actions", policy.label),
+                           ("ee_positions", obs.ee_position), ("ee_orientations", obs.ee_orientation),
+                           ("object_positions", obs.object_positions),
+                           ("object_orientations", obs.object_orientations),
+                           ("object_velocities", obs.object_velocities), ("phase", expert.phase),
+                           ("sim_time", obs.sim_time)):
+            steps[key].append(value)
+
+    result = run_episode(world, task, seed, policy, on_step=record)
     dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64}
     arrays = {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in steps.items()}
-    arrays["object_present"] = np.asarray(obs.object_present, dtype=bool)
-    outcome = {"success": bool(world.success()), "steps": len(steps["actions"])}
-    return arrays, outcome
+    arrays["object_present"] = present[0]
+    return arrays, {"success": bool(result.success), "steps": len(steps["actions"])}
 
 
-_WORLD = None
+_WORKER: tuple | None = None
 
 
-def _world_for(job: CollectJob):
-    """One world per worker process, reused across its episodes (loading the URDFs is the slow part)."""
-    global _WORLD
-    from mhc_sim import TabletopWorld, WorldConfig
+def _worker_for(job: CollectJob):
+    """One world and one expert (its IK client) per worker process, reused across its episodes
+    (loading the URDFs is the slow part)."""
+    global _WORKER
+    from mhc_sim import ExpertPolicy, TabletopWorld, WorldConfig
 
     config = WorldConfig(image_width=job.image_width, image_height=job.image_height, control_hz=job.control_hz)
-    if _WORLD is None or _WORLD.config != config:
-        _WORLD = TabletopWorld(config)
-    return _WORLD
+    if _WORKER is None or _WORKER[0].config != config:
+        _WORKER = (TabletopWorld(config), ExpertPolicy())
+    return _WORKER
 
 
 def collect_episode(job: CollectJob) -> dict:
     """Record one episode and write its shard, metadata and bag; returns its manifest entry."""
-    from mhc_sim import OBJECT_SLOTS, make_expert
+    from mhc_sim import JOINT_NAMES, OBJECT_SLOTS
 
     from mhc_ros.bags import write_episode_bag
 
-    world = _world_for(job)
-    first = world.reset(job.task, job.seed)
+    world, expert = _worker_for(job)
+    arrays, outcome = record_episode(world, job.task, job.seed, expert, job.action_noise)
     episode = world.episode
-    arrays, outcome = record_episode(world, make_expert(episode), first, job.action_noise, job.seed)
     name = episode_name(job.task, job.seed)
     entry = {"name": name, "task": job.task, "seed": job.seed, **outcome, "written": False}
     if not outcome["success"] and not job.keep_failed:
@@ -120,7 +135,7 @@ def collect_episode(job: CollectJob) -> dict:
         "plan": [list(step) for step in episode.plan],
         **outcome,
         "object_slots": list(OBJECT_SLOTS),
-        "joint_names": list(first.joint_names),
+        "joint_names": list(JOINT_NAMES),
         "control_hz": job.control_hz,
         "camera": world.camera_intrinsics(),
     }
