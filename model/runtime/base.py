@@ -97,6 +97,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def checked_manifest(directory: str | Path, checkpoint: Path, what: str, rerun: str) -> dict[str, Any]:
+    """The export manifest of ``directory``, checked to come from ``checkpoint`` (its sha256).
+
+    ``what`` names the files ("ONNX files", "engines") and ``rerun`` the fix in the one-line
+    :class:`RuntimeLoadError` raised for a missing manifest or another checkpoint's.
+    """
+    from mhc_model.export import file_sha256, read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except (FileNotFoundError, ValueError) as exc:
+        raise RuntimeLoadError(str(exc)) from None
+    recorded = manifest.get("checkpoint_sha256")
+    if recorded is not None and recorded != file_sha256(checkpoint):
+        raise RuntimeLoadError(f"{what} in '{directory}' were exported from another checkpoint than "
+                               f"'{checkpoint}' (sha256 {recorded[:12]}…); {rerun}")
+    return manifest
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mhc_model.export import INPUTS, OUTPUTS, export_onnx, file_sha256, read_manifest
-from mhc_model.runtime.base import LOG, PolicySpec, Runtime, RuntimeLoadError
+from mhc_model.export import INPUTS, OUTPUTS, export_onnx, read_manifest
+from mhc_model.runtime.base import LOG, PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 from mhc_model.tokenizers import LabelVocabulary, Vocabulary
 
 
@@ -73,14 +73,7 @@ class OnnxRuntime(Runtime):
             LOG.info("no engine_dir: exporting %s to %s", checkpoint, tmp.name)
             export_onnx(load_policy(checkpoint)[0], tmp.name, checkpoint=checkpoint)
             onnx_dir = tmp.name
-        try:
-            manifest = read_manifest(onnx_dir)
-        except (FileNotFoundError, ValueError) as exc:
-            raise RuntimeLoadError(str(exc)) from None
-        recorded = manifest.get("checkpoint_sha256")
-        if recorded is not None and recorded != file_sha256(checkpoint):
-            raise RuntimeLoadError(f"ONNX files in '{onnx_dir}' were exported from another checkpoint than "
-                                   f"'{checkpoint}' (sha256 {recorded[:12]}…); re-run mhc export")
+        checked_manifest(onnx_dir, checkpoint, "ONNX files", "re-run mhc export")
         runtime = cls(spec, onnx_dir, threads)
         runtime._tmp = tmp
         return runtime

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 from mhc_model.engine import TRT_MISSING, engine_paths, engine_problem, import_tensorrt
-from mhc_model.export import INPUTS, OUTPUTS, read_manifest
-from mhc_model.runtime.base import PolicySpec, Runtime, RuntimeLoadError
+from mhc_model.export import INPUTS, OUTPUTS
+from mhc_model.runtime.base import PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
 
@@ -77,16 +77,7 @@ class TensorRTRuntime(Runtime):
     @classmethod
     def load(cls, engine_dir: str, spec: PolicySpec, checkpoint: Path, device: str = "cuda:0") -> TensorRTRuntime:
         """Check the engine records first (one-line :class:`RuntimeLoadError` naming the engine), then load."""
-        try:
-            manifest = read_manifest(engine_dir)
-        except (FileNotFoundError, ValueError) as exc:
-            raise RuntimeLoadError(str(exc)) from None
-        from mhc_model.export import file_sha256
-
-        recorded = manifest.get("checkpoint_sha256")
-        if recorded is not None and recorded != file_sha256(checkpoint):
-            raise RuntimeLoadError(f"engines in '{engine_dir}' were exported from another checkpoint than "
-                                   f"'{checkpoint}'; re-run mhc export and mhc build-engine")
+        checked_manifest(engine_dir, checkpoint, "engines", "re-run mhc export and mhc build-engine")
         for profile in ("instruct", "control"):
             problem = engine_problem(engine_dir, profile, need_tensorrt=False)  # ONNX sha256: no TensorRT needed
             if problem is not None:
