@@ -44,15 +44,6 @@ def expected_path(bag: Path) -> Path:
     return bag.parent / f"{bag.name}{EXPECTED_SUFFIX}"
 
 
-def file_sha256(path: Path) -> str:
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class Commands:
     """Commands per tick: ``times_s (T,)`` from the first tick, ``arm (T, 7)`` rad, ``gripper (T,)`` m (NaN = none)."""
@@ -390,8 +381,11 @@ def replay(bag: Path, checkpoint: Path, backend: str = "torch", tolerance: float
     report["traced"] = trace is not None
     report.update({"bag": str(bag), "golden": str(golden_file) if golden else "recorded commands",
                    "backend": getattr(runtime, "backend", backend), "controller": parameters})
-    payload = {"bag": bag.name, "checkpoint_sha256": file_sha256(Path(checkpoint)), "backend": report["backend"],
-               "controller": parameters, "commands": produced.to_json()}
+    from mhc_model.export import file_sha256
+    from mhc_model.runtime.base import resolve_checkpoint
+
+    payload = {"bag": bag.name, "checkpoint_sha256": file_sha256(resolve_checkpoint(checkpoint)),
+               "backend": report["backend"], "controller": parameters, "commands": produced.to_json()}
     if update:
         write_golden(golden_file, payload)
         report["updated"] = str(golden_file)
