@@ -24,14 +24,9 @@ class RuntimePolicy:
     ``runtime.step`` times.
     """
 
-    def __init__(self, runtime, control_hz: float = 20.0, smoothing: str = "ensemble", ensemble_decay: float = 0.01,
-                 joint_limit_margin: float = 0.05, max_joint_velocity: float = 1.5,
-                 max_joint_acceleration: float = 8.0, parameters: dict | None = None) -> None:
+    def __init__(self, runtime, parameters: dict | None = None) -> None:
         self.runtime = runtime
-        given = {"control_rate_hz": control_hz, "smoothing": smoothing, "ensemble_decay": ensemble_decay,
-                 "joint_limit_margin": joint_limit_margin, "max_joint_velocity": max_joint_velocity,
-                 "max_joint_acceleration": max_joint_acceleration, **(parameters or {})}
-        self.core = ControllerCore(runtime.joint_history_length, given)
+        self.core = ControllerCore(runtime.joint_history_length, parameters)
         self.latency = LatencyStats()
         self.last_output = None
 
