@@ -27,7 +27,8 @@ _ZERO_TIME = QosTime(sec=0, nsec=0)
 _INFINITE = QosTime(sec=0x7FFFFFFF, nsec=0xFFFFFFFF)
 
 
-def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> Qos:
+def qos_profile(reliability: QosReliability, durability: QosDurability, depth: int) -> Qos:
+    """A rosbag2 offered-QoS record: keep-last ``depth``, automatic liveliness, no deadline or lifespan."""
     return Qos(
         history=QosHistory.KEEP_LAST,
         depth=depth,
@@ -41,9 +42,9 @@ def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> 
     )
 
 
-SENSOR_QOS = _qos(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 1)
-DEFAULT_QOS = _qos(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
-LATCHED_QOS = _qos(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
+SENSOR_QOS = qos_profile(QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 1)
+DEFAULT_QOS = qos_profile(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)
+LATCHED_QOS = qos_profile(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mhc_ros.bags import DEFAULT_QOS, EPISODE_TOPICS, TYPESTORE, _qos
+from mhc_ros.bags import DEFAULT_QOS, EPISODE_TOPICS, TYPESTORE, qos_profile
 from mhc_ros.cli_args import UsageError
 
 TRACE_TOPIC = "/mhc/controller_tick"  # the mhc_controller's per-tick trace (mhc replay follows it)
@@ -46,7 +46,7 @@ def offered_qos(endpoints: list) -> Any:
                    else QosReliability.RELIABLE)
     durability = (QosDurability.TRANSIENT_LOCAL if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
                   else QosDurability.VOLATILE)
-    return _qos(reliability, durability, max(int(profile.depth or 1), 1))
+    return qos_profile(reliability, durability, max(int(profile.depth or 1), 1))
 
 
 def subscription_qos(endpoints: list) -> Any:
