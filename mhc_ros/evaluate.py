@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if made:
         p50, p99 = made[0].latency.percentiles_ms()
         result.update(checkpoint=str(args.checkpoint), backend=made[0].runtime.backend,
-                      latency_p50_ms=p50, latency_p99_ms=p99,
-                      mean_episode_time_s=result["mean_sim_time_s"])
+                      latency_p50_ms=p50, latency_p99_ms=p99)
     if args.json:
         print(json.dumps(result))
     else:
