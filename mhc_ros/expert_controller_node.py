@@ -25,18 +25,6 @@ from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
 
 
-def episode_spec(task: str, seed: int) -> Any:
-    """The ``mhc_sim`` EpisodeSpec of (task, seed), regenerated exactly as ``TabletopWorld.reset`` makes it."""
-    import mhc_sim
-
-    if hasattr(mhc_sim, "episode_spec"):
-        return mhc_sim.episode_spec(task, seed)
-    from mhc_sim.tasks import make_episode
-
-    spec, _placements = make_episode(task, int(seed), np.random.default_rng(int(seed)))
-    return spec
-
-
 def urdf_joint_limits(urdf_text: str, names: tuple[str, ...] = conv.JOINT_NAMES) -> tuple[np.ndarray, np.ndarray]:
     """``(lower, upper)`` position limits (rad, m) of joints ``names`` from a URDF's ``<limit>`` tags."""
     import xml.etree.ElementTree as ET
@@ -134,10 +122,9 @@ class ExpertControllerNode(Node):
         import mhc_sim
 
         self.episode_id = status["episode_id"]
-        spec = episode_spec(status["task"], int(status["seed"]))
+        spec = mhc_sim.episode_spec(status["task"], int(status["seed"]))
         self.expert = mhc_sim.make_expert(spec, self.kinematics)
-        if hasattr(self.expert, "reset"):
-            self.expert.reset()
+        self.expert.reset()
         self.assembler.reset(float(status["start_time"]), np.asarray(status.get("object_present", []), bool))
         self.acted_stamp = -np.inf
         self.get_logger().info(f"episode {self.episode_id}: expert for {spec.task} seed {spec.seed}")

@@ -196,8 +196,7 @@ def test_urdf_limits_match_the_simulation():
 def test_episode_spec_is_regenerated_from_task_and_seed():
     """The expert controller rebuilds the bridge's EpisodeSpec from the status JSON's (task, seed) alone."""
     import mhc_sim
-
-    from mhc_ros.expert_controller_node import episode_spec
+    from mhc_sim import episode_spec
 
     with mhc_sim.TabletopWorld(mhc_sim.WorldConfig(render=False)) as world:
         for task in mhc_sim.TASKS:
