@@ -299,13 +299,9 @@ class ControllerNode(LifecycleNode):
         return time.monotonic()
 
     def _on_image(self, msg: Image) -> None:
-        fault = cl.image_fault(msg.encoding, msg.height, msg.width, msg.step, len(msg.data), conv.IMAGE_ENCODINGS)
-        if fault is None:
-            try:
-                self.image = conv.image_from_msg(msg)  # RGB (H, W, 3) uint8
-            except ValueError as err:
-                fault = cl.InputRejected("image_invalid", str(err))
-        if fault is not None:
+        try:
+            self.image = conv.image_from_msg(msg)  # RGB (H, W, 3) uint8
+        except cl.InputRejected as fault:
             self._drop(fault)
             return
         self.image_stamp = _stamp_pair(msg.header.stamp)

@@ -21,6 +21,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from mhc_ros.control_logic import image_fault
+
 ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
 JOINT_NAMES: tuple[str, ...] = ARM_JOINTS + FINGER_JOINTS
@@ -68,18 +70,14 @@ def image_from_buffer(data: bytes | bytearray | memoryview | Sequence[int], heig
     """Decode raw image bytes to an RGB array ``(height, width, 3) uint8``.
 
     ``step`` is the row length in bytes (may include padding). ``mono8`` is replicated to three
-    channels; ``bgr8`` is reordered to RGB. Raises ``ValueError`` naming the bad encoding or size.
+    channels; ``bgr8`` is reordered to RGB. Raises :class:`~mhc_ros.control_logic.InputRejected` (a
+    ``ValueError``) naming the bad encoding or size, from :func:`~mhc_ros.control_logic.image_fault`.
     """
-    if encoding not in IMAGE_ENCODINGS:
-        raise ValueError(f"Image encoding '{encoding}' not supported ({', '.join(IMAGE_ENCODINGS)})")
-    channels = 1 if encoding == "mono8" else 3
-    if height <= 0 or width <= 0:
-        raise ValueError(f"Image size {width}x{height} is empty (expected width, height ≥ 1)")
-    if step < width * channels:
-        raise ValueError(f"Image step {step} < width {width} × {channels} channels")
     flat = np.frombuffer(bytes(data), dtype=np.uint8)
-    if flat.size < step * height:
-        raise ValueError(f"Image data has {flat.size} bytes, expected step {step} × height {height}")
+    fault = image_fault(encoding, height, width, step, flat.size, IMAGE_ENCODINGS)
+    if fault is not None:
+        raise fault
+    channels = 1 if encoding == "mono8" else 3
     rows = flat[: step * height].reshape(height, step)[:, : width * channels]
     pixels = rows.reshape(height, width, channels)
     if encoding == "mono8":
