@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mhc_ros.bags import ARM_JOINTS, TYPESTORE
-
-FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
-JOINT_NAMES = ARM_JOINTS + FINGER_JOINTS
+from mhc_ros.bags import TYPESTORE
+from mhc_ros.control_logic import ARM_JOINTS, JOINT_NAMES
 
 # stream key -> (default topic, expected message type, required)
 STREAMS: dict[str, tuple[str, str, bool]] = {

@@ -17,9 +17,10 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from mhc_ros.control_logic import ARM_JOINTS
+
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
-ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 WORLD_FRAME = "world"
 CAMERA_FRAME = "scene_camera_optical_frame"
 

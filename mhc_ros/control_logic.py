@@ -25,7 +25,10 @@ import numpy as np
 # (pybullet_data/franka_panda/panda.urdf); the real FR3/Panda limits are within ±0.1 rad of these.
 PANDA_LOWER = (-2.9671, -1.8326, -2.9671, -3.1416, -2.9671, -0.0873, -2.9671)
 PANDA_UPPER = (2.9671, 1.8326, 2.9671, 0.0, 2.9671, 3.8223, 2.9671)
-GRIPPER_MAX_WIDTH = 0.08  # m, fully open
+GRIPPER_MAX_WIDTH = 0.08  # m, fully open (two fingers × 0.04 m)
+ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+JOINT_NAMES: tuple[str, ...] = ARM_JOINTS + FINGER_JOINTS  # /joint_states order of the Panda
 
 SMOOTHING_MODES = ("ensemble", "crossfade", "none")
 

@@ -21,12 +21,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from mhc_ros.control_logic import image_fault
+from mhc_ros.control_logic import ARM_JOINTS, GRIPPER_MAX_WIDTH, JOINT_NAMES, image_fault
 
-ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
-FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
-JOINT_NAMES: tuple[str, ...] = ARM_JOINTS + FINGER_JOINTS
-GRIPPER_MAX_WIDTH = 0.08  # m, fully open (two fingers × 0.04 m)
 IMAGE_ENCODINGS = ("rgb8", "bgr8", "mono8")
 LIMIT_TOLERANCE = 1e-6  # rad; slack on URDF limits for round-off in commanded targets
 
