@@ -10,7 +10,6 @@ finite-differenced between pose stamps; no images), and answers every joint stat
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,25 +22,6 @@ from trajectory_msgs.msg import JointTrajectory
 from mhc_ros import conversions as conv
 from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
-
-
-def urdf_joint_limits(urdf_text: str, names: tuple[str, ...] = conv.JOINT_NAMES) -> tuple[np.ndarray, np.ndarray]:
-    """``(lower, upper)`` position limits (rad, m) of joints ``names`` from a URDF's ``<limit>`` tags."""
-    import xml.etree.ElementTree as ET
-
-    joints = {j.get("name"): j.find("limit") for j in ET.fromstring(urdf_text).iter("joint")}
-    missing = [n for n in names if joints.get(n) is None]
-    if missing:
-        raise ValueError(f"URDF has no <limit> for joint '{missing[0]}'")
-    return (np.array([float(joints[n].get("lower")) for n in names]),
-            np.array([float(joints[n].get("upper")) for n in names]))
-
-
-def panda_joint_limits() -> tuple[np.ndarray, np.ndarray]:
-    """URDF limits (9,) of the simulation's Panda (``pybullet_data/franka_panda/panda.urdf``)."""
-    import pybullet_data
-
-    return urdf_joint_limits((Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf").read_text())
 
 
 class ObservationAssembler:
@@ -101,7 +81,7 @@ class ExpertControllerNode(Node):
         import mhc_sim
 
         self.kinematics = mhc_sim.PandaKinematics()  # one private PyBullet client: FK here, IK in the expert
-        self.lower, self.upper = panda_joint_limits()
+        self.lower, self.upper = self.kinematics.joint_lower, self.kinematics.joint_upper  # URDF limits (9,)
         self.assembler = ObservationAssembler(self.kinematics)
         self.expert: Any = None
         self.episode_id = -1

@@ -14,7 +14,10 @@ EE_LINK_NAME = "panda_grasptarget"
 
 
 class PandaKinematics:
-    """Forward and inverse kinematics of the Panda's ``panda_grasptarget`` frame."""
+    """Forward and inverse kinematics of the Panda's ``panda_grasptarget`` frame.
+
+    ``joint_lower`` / ``joint_upper``: URDF position limits (9,) of ``JOINT_NAMES`` (rad, m).
+    """
 
     def __init__(self) -> None:
         self._client = connect()
@@ -24,6 +27,9 @@ class PandaKinematics:
             info = self._client.getJointInfo(self._robot, j)
             joints[info[1].decode()] = (j, info)
             links[info[12].decode()] = j
+        named = [joints[n][1] for n in (*ARM_JOINT_NAMES, *FINGER_JOINT_NAMES)]
+        self.joint_lower = np.array([float(i[8]) for i in named])  # URDF limits (9,), rad / m
+        self.joint_upper = np.array([float(i[9]) for i in named])
         self._arm = [joints[n][0] for n in ARM_JOINT_NAMES]
         self._fingers = [joints[n][0] for n in FINGER_JOINT_NAMES]
         self._ee = links[EE_LINK_NAME]

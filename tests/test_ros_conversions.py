@@ -186,9 +186,11 @@ def test_sim_system_describes_bridge_and_expert():
 
 
 def test_urdf_limits_match_the_simulation():
-    from mhc_ros.expert_controller_node import panda_joint_limits
+    import mhc_sim
 
-    lower, upper = panda_joint_limits()
+    kinematics = mhc_sim.PandaKinematics()
+    lower, upper = kinematics.joint_lower, kinematics.joint_upper
+    kinematics.close()
     assert (lower[3], upper[3]) == pytest.approx(LIMITS["panda_joint4"])
     assert upper[7] == pytest.approx(0.04)
 
