@@ -163,26 +163,30 @@ class ExpertBank(nn.Module):
         return self.gathered(x, idx, weight)
 
     def grouped(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Training path, same maths as :meth:`gathered`: tokens sorted by expert, one matmul per expert.
+        """Training path, same maths as :meth:`gathered`: each expert runs once on its tokens.
 
-        Gathering a weight copy per token is bandwidth-bound and its backward scatters one gradient
-        copy per token; grouping runs each expert once on its tokens. The per-expert token counts are
-        data-dependent (a host sync), which is why export and inference use :meth:`gathered`.
+        Assignments are sorted by expert into an ``(E, C, d)`` buffer padded to the busiest expert's
+        count ``C``, then two batched matmuls: a handful of kernels per layer whatever E is (a loop
+        over experts was launch-bound on the GPU), and no per-token weight copies (bandwidth-bound,
+        with a backward that scatters one gradient copy per token). ``C`` is data-dependent (one
+        host sync), which is why export and inference use :meth:`gathered`.
         """
         N, k = idx.shape
+        n_experts, d, _ = self.w1.shape
         flat = idx.reshape(N * k)  # (N·k,)
         order = flat.argsort()  # assignments grouped by expert
-        token = order // k  # (N·k,) token of each sorted assignment
-        counts = torch.bincount(flat, minlength=self.w1.shape[0]).tolist()
-        xs = x.index_select(0, token)  # (N·k, d)
-        outputs, start = [], 0
-        for e, count in enumerate(counts):
-            if count:
-                seg = xs[start : start + count]  # (n_e, d)
-                h = F.gelu(seg @ self.w1[e].to(x.dtype) + self.b1[e].to(x.dtype))  # (n_e, h)
-                outputs.append(h @ self.w2[e].to(x.dtype) + self.b2[e].to(x.dtype))  # (n_e, d)
-            start += count
-        y = torch.cat(outputs) * weight.reshape(N * k)[order, None].to(x.dtype)  # (N·k, d)
+        expert = flat.index_select(0, order)  # (N·k,) expert of each sorted assignment
+        token = order // k  # (N·k,) its token
+        counts = torch.bincount(flat, minlength=n_experts)  # (E,)
+        capacity = int(counts.max())  # host sync: the padded buffer's size
+        starts = counts.cumsum(0) - counts
+        slot = expert * capacity + torch.arange(N * k, device=x.device) - starts.index_select(0, expert)
+        buf = x.new_zeros(n_experts * capacity, d).index_copy(0, slot, x.index_select(0, token))
+        buf = buf.view(n_experts, capacity, d)  # (E, C, d), zero rows past each expert's count
+        h = F.gelu(torch.baddbmm(self.b1[:, None, :].to(x.dtype), buf, self.w1.to(x.dtype)))  # (E, C, h)
+        y = torch.baddbmm(self.b2[:, None, :].to(x.dtype), h, self.w2.to(x.dtype))  # (E, C, d)
+        y = y.reshape(n_experts * capacity, d).index_select(0, slot)  # (N·k, d) in sorted order
+        y = y * weight.reshape(N * k).index_select(0, order)[:, None].to(y.dtype)
         return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
 
     def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -60,7 +60,7 @@ def test_balance_terms_prevent_collapse():
 
 
 def test_grouped_training_path_matches_gathered_path():
-    """Training groups tokens by expert; it must be the same maths (outputs and gradients) as inference."""
+    """Training runs each expert once on its (padded) tokens; same maths (outputs, gradients) as inference."""
     from mhc_model.mhc import ExpertBank
 
     torch.manual_seed(0)

@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# The shipping run on one H200 (python 3.12, torch 2.11, no ROS, no PyBullet): batch-1 CUDA-graph
-# latency of `s` and `dense_s`, then both presets trained side by side on the same shards.
-# Usage: model/recipes/h200_ship.sh SHARDS_DIR OUT_DIR [STEPS]
-# SHARDS_DIR holds `mhc collect` shards (see model/recipes/README.md for the collect line).
+# The shipping run on one H200 (python 3.12, torch 2.11, no ROS, no PyBullet): `s` and `dense_s` trained
+# side by side on the same shards; fp16 copies of each best checkpoint and the run logs go to OUT_DIR.
+# A device call is limited to 10 minutes, so each call trains for at most BUDGET_S seconds and a later
+# call with --resume continues both runs (same STEPS: the cosine schedule is fixed by it).
+# Usage: model/recipes/h200_ship.sh SHARDS_DIR OUT_DIR STEPS [--resume]
+# SHARDS_DIR holds `mhc collect` shards (see model/recipes/README.md for the collect lines).
 set -o pipefail
-DATA=$1; OUT=$2; STEPS=${3:-3000}
+DATA=$1; OUT=$2; STEPS=$3; RESUME=${4:-}; BUDGET_S=${BUDGET_S:-540}
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import mhc_model" 2>/dev/null; then  # not pip-installed: map model/ to mhc_model
   mkdir -p /tmp/mhc_pkgs && ln -sfn "$PWD/model" /tmp/mhc_pkgs/mhc_model && export PYTHONPATH=/tmp/mhc_pkgs
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -m mhc_model.latency --backend all --preset s --iterations 200 --json --out "$OUT/latency_h200.json" \
-  > "$OUT/latency_h200.log" 2>&1
 train() {  # preset run_dir
-  timeout 420 python3 -m mhc_model.train --config "$1" --data "$DATA" --out "$2" --steps "$STEPS" \
-    --batch-size 256 --lr 1e-3 --warmup 200 --val-every 500 --seed 0 --no-progress > "$2.log" 2>&1
+  timeout "$BUDGET_S" python3 -m mhc_model.train --config "$1" --data "$DATA" --out "$2" --steps "$STEPS" \
+    --batch-size 256 --lr 1e-3 --warmup 300 --val-every 300 --seed 0 --no-progress $RESUME >> "$2.log" 2>&1
 }
 train s /tmp/run_s & train dense_s /tmp/run_dense_s & wait
 for run in s dense_s; do
   python3 -m mhc_model.checkpoint /tmp/run_$run/checkpoints/best.safetensors "$OUT/mhc_$run.safetensors"
   mkdir -p /tmp/small/$run && cp /tmp/run_$run.log /tmp/run_$run/metrics.jsonl /tmp/run_$run/summary.json \
     /tmp/run_$run/curves.png /tmp/small/$run/ 2>/dev/null
+  tail -n 2 /tmp/run_$run.log
 done
 tar -czf "$OUT/runs.tgz" -C /tmp/small .
