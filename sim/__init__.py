@@ -9,7 +9,7 @@ from mhc_sim.kinematics import PandaKinematics
 from mhc_sim.rollout import EpisodeResult, ExpertPolicy, evaluate, run_episode
 from mhc_sim.scene import DIRECTIONS, JOINT_NAMES, OBJECT_SLOTS
 from mhc_sim.tasks import SKILLS, TASKS, EpisodeSpec, TaskSpec, episode_spec
-from mhc_sim.world import Observation, TabletopWorld, WorldConfig
+from mhc_sim.world import Observation, TabletopWorld, WorldConfig, project_scene_points
 
 __all__ = [
     "DIRECTIONS",
@@ -29,5 +29,6 @@ __all__ = [
     "episode_spec",
     "evaluate",
     "make_expert",
+    "project_scene_points",
     "run_episode",
 ]

@@ -338,6 +338,11 @@ class TabletopWorld:
         return {"fx": float(p[0, 0] * w / 2), "fy": float(p[1, 1] * h / 2), "cx": w / 2.0, "cy": h / 2.0,
                 "width": w, "height": h}
 
+    def project_to_image(self, points: np.ndarray) -> np.ndarray:
+        """Pixel coordinates ``(..., 2)`` (column, row; row 0 at the top) of world points ``(..., 3)`` in
+        the scene camera's image; points behind the camera come out as NaN."""
+        return project_scene_points(points, self.config.image_width, self.config.image_height)
+
     def camera_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Scene camera eye position (3,) and look-at target (3,) in the world frame (m)."""
         return np.array(self.SCENE_CAMERA_EYE), np.array(self.SCENE_CAMERA_TARGET)
@@ -346,3 +351,27 @@ class TabletopWorld:
     def table_half_extents(self) -> tuple[float, float, float]:
         """Half extents of the table box (m); see ``scene.TABLE_CENTER`` for its position."""
         return TABLE_HALF_EXTENTS
+
+
+def project_scene_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pinhole projection of world points ``(..., 3)`` into a ``width``×``height`` scene-camera image.
+
+    The same look-at and vertical field of view as the rendered scene camera (OpenGL conventions, as
+    PyBullet's ``computeViewMatrix`` / ``computeProjectionMatrixFOV``); returns ``(..., 2)`` pixel
+    (column, row), row 0 at the top, NaN for points behind the camera. No PyBullet client needed.
+    """
+    eye = np.asarray(TabletopWorld.SCENE_CAMERA_EYE, dtype=float)
+    forward = np.asarray(TabletopWorld.SCENE_CAMERA_TARGET, dtype=float) - eye
+    forward /= np.linalg.norm(forward)
+    side = np.cross(forward, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    up = np.cross(side, forward)
+    rel = np.asarray(points, dtype=float) - eye
+    depth = rel @ forward
+    focal = 1.0 / math.tan(math.radians(TabletopWorld.SCENE_CAMERA_FOV_DEG) / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndc_x = focal * (height / width) * (rel @ side) / depth
+        ndc_y = focal * (rel @ up) / depth
+    pixels = np.stack([(ndc_x + 1.0) * 0.5 * width, (1.0 - ndc_y) * 0.5 * height], axis=-1)
+    pixels[depth <= 0] = np.nan
+    return pixels
