@@ -65,10 +65,14 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-def parse_episode_request(text: str, tasks: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """Validate a ``/sim/episode_request`` JSON ``{"task", "seed"[, "request_id"]}``.
+MAX_INSTRUCTION_CHARS = 1000
 
-    Returns ``{"task": str, "seed": int, "request_id": str | None}``; raises ``ValueError``
+
+def parse_episode_request(text: str, tasks: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """Validate a ``/sim/episode_request`` JSON ``{"task", "seed"[, "request_id"][, "instruction"]}``.
+
+    Returns ``{"task": str, "seed": int, "request_id": str | None, "instruction": str | None}``
+    (``instruction`` replaces the episode's own, e.g. a held-out paraphrase); raises ``ValueError``
     naming the bad value.
     """
     try:
@@ -84,7 +88,13 @@ def parse_episode_request(text: str, tasks: Mapping[str, Any] | Any) -> dict[str
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed {seed!r} must be an integer >= 0")
     request_id = request.get("request_id")
-    return {"task": task, "seed": seed, "request_id": None if request_id is None else str(request_id)}
+    instruction = request.get("instruction")
+    if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()
+                                    or len(instruction) > MAX_INSTRUCTION_CHARS):
+        raise ValueError(f"instruction {str(instruction)[:80]!r} must be a non-empty string of at most "
+                         f"{MAX_INSTRUCTION_CHARS} characters")
+    return {"task": task, "seed": seed, "request_id": None if request_id is None else str(request_id),
+            "instruction": instruction}
 
 
 def episode_status(episode_id: int, spec: Any, step: int, success: bool, failure: str | None, done: bool,
@@ -164,11 +174,12 @@ class SimBridgeNode(Node):
             self.start_episode(str(p["task"]), int(p["seed"]), None)
 
     # ------------------------------------------------------------------ episodes
-    def start_episode(self, task: str, seed: int, request_id: str | None) -> None:
-        """Reset the world to (task, seed), hold the reset pose and announce the episode."""
+    def start_episode(self, task: str, seed: int, request_id: str | None, instruction: str | None = None) -> None:
+        """Reset the world to (task, seed), hold the reset pose and announce the episode (``instruction``
+        replaces the episode's own)."""
         if self.episode_id:
             self.clock_offset += self.world.sim_time + self.period  # keep /clock strictly increasing
-        obs = self.world.reset(task, seed)
+        obs = self.world.reset(task, seed, instruction)
         spec = self.world.episode
         self.episode_id += 1
         self.request_id = request_id
@@ -190,7 +201,7 @@ class SimBridgeNode(Node):
             self.bad_requests += 1
             self.get_logger().error(f"bad episode request ignored: {err}")
             return
-        self.start_episode(request["task"], request["seed"], request["request_id"])
+        self.start_episode(request["task"], request["seed"], request["request_id"], request["instruction"])
 
     # ------------------------------------------------------------------ commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:

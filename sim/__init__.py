@@ -8,11 +8,12 @@ from mhc_sim.experts import Expert, make_expert
 from mhc_sim.kinematics import PandaKinematics
 from mhc_sim.rollout import EpisodeResult, ExpertPolicy, evaluate, run_episode
 from mhc_sim.scene import DIRECTIONS, JOINT_NAMES, OBJECT_SLOTS
-from mhc_sim.tasks import SKILLS, TASKS, EpisodeSpec, TaskSpec, episode_spec
+from mhc_sim.tasks import HELD_OUT_TEMPLATES, SKILLS, TASKS, EpisodeSpec, TaskSpec, episode_spec, held_out_instruction
 from mhc_sim.world import Observation, TabletopWorld, WorldConfig, project_scene_points
 
 __all__ = [
     "DIRECTIONS",
+    "HELD_OUT_TEMPLATES",
     "JOINT_NAMES",
     "OBJECT_SLOTS",
     "SKILLS",
@@ -28,6 +29,7 @@ __all__ = [
     "WorldConfig",
     "episode_spec",
     "evaluate",
+    "held_out_instruction",
     "make_expert",
     "project_scene_points",
     "run_episode",

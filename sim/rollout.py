@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 from mhc_sim.experts import Expert
 from mhc_sim.kinematics import PandaKinematics
-from mhc_sim.tasks import EpisodeSpec
+from mhc_sim.tasks import EpisodeSpec, held_out_instruction
 from mhc_sim.world import Observation, TabletopWorld, WorldConfig
 
 
@@ -58,12 +58,14 @@ class EpisodeResult:
 
 
 def run_episode(world: TabletopWorld, task: str, seed: int, policy: Policy,
-                on_step: Callable[[int, Observation, np.ndarray], None] | None = None) -> EpisodeResult:
+                on_step: Callable[[int, Observation, np.ndarray], None] | None = None,
+                instruction: str | None = None) -> EpisodeResult:
     """Reset ``world`` to (task, seed) and step ``policy`` until success, failure or ``max_steps``.
 
     ``on_step(t, obs, action)`` is called with observation t and the action commanded after seeing it.
+    ``instruction`` replaces the episode's own (e.g. a held-out paraphrase).
     """
-    obs = world.reset(task, seed)
+    obs = world.reset(task, seed, instruction)
     episode = world.episode
     assert episode is not None
     policy.reset(episode)
@@ -85,23 +87,43 @@ def run_episode(world: TabletopWorld, task: str, seed: int, policy: Policy,
                          steps=world.steps, sim_time=world.sim_time, failure=failure)
 
 
+INSTRUCTION_SETS = ("train", "held-out", "mixed")
+
+
 def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[], Policy] = ExpertPolicy,
-             config: WorldConfig | None = None) -> dict:
+             config: WorldConfig | None = None, instructions: str = "train",
+             on_step: Callable[[TabletopWorld, int, Observation, np.ndarray], None] | None = None,
+             on_result: Callable[[EpisodeResult], None] | None = None) -> dict:
     """Run seeds ``seed .. seed+episodes-1`` of ``task``; returns task, episodes, success_rate, mean_steps,
-    mean_sim_time_s, failures (reason -> count), seeds (of failed episodes: ``failed_seeds``) and wall_time_s."""
+    mean_sim_time_s, failures (reason -> count), seeds (of failed episodes: ``failed_seeds``) and wall_time_s.
+
+    ``instructions``: ``train`` (the episode's own template), ``held-out`` (a paraphrase from
+    ``HELD_OUT_TEMPLATES``, never in training data) or ``mixed`` (every second episode held out); with
+    held-out episodes the report adds ``success_rate_train_instructions`` / ``success_rate_held_out_instructions``.
+    ``on_step(world, t, obs, action)`` and ``on_result(result)`` observe every step and episode.
+    """
     if episodes < 1:
         raise ValueError(f"episodes={episodes!r} must be >= 1")
+    if instructions not in INSTRUCTION_SETS:
+        raise ValueError(f"instructions={instructions!r} unknown ({', '.join(INSTRUCTION_SETS)})")
     world = TabletopWorld(config or WorldConfig(render=False))
     policy = policy_factory()
-    results = []
+    results, held_out = [], []
     start = time.perf_counter()
     try:
-        for s in range(seed, seed + episodes):
-            results.append(run_episode(world, task, s, policy))
+        for index, s in enumerate(range(seed, seed + episodes)):
+            paraphrase = instructions == "held-out" or (instructions == "mixed" and index % 2 == 1)
+            step_hook = None if on_step is None else (lambda t, obs, action: on_step(world, t, obs, action))
+            result = run_episode(world, task, s, policy, on_step=step_hook,
+                                 instruction=held_out_instruction(task, s) if paraphrase else None)
+            results.append(result)
+            held_out.append(paraphrase)
+            if on_result is not None:
+                on_result(result)
     finally:
         world.close()
     wall = time.perf_counter() - start
-    return {
+    summary = {
         "task": task,
         "episodes": episodes,
         "success_rate": sum(r.success for r in results) / episodes,
@@ -110,5 +132,11 @@ def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[
         "failures": dict(Counter(r.failure for r in results if not r.success)),
         "seeds": [r.seed for r in results],
         "failed_seeds": [r.seed for r in results if not r.success],
+        "instructions": instructions,
         "wall_time_s": wall,
     }
+    for name, chosen in (("train", False), ("held_out", True)):
+        subset = [r.success for r, h in zip(results, held_out, strict=True) if h == chosen]
+        if subset and instructions != "train":
+            summary[f"success_rate_{name}_instructions"] = sum(subset) / len(subset)
+    return summary

@@ -252,6 +252,27 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# Paraphrases that make_episode never draws, so `mhc collect` never trains on them: evaluation only.
+# Built from words of the training templates, in new combinations (no unknown words).
+HELD_OUT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "reach": ("move the gripper to the {colour} block", "reach the {colour} block",
+              "touch the {colour} block"),
+    "pick_place": ("put the {colour} block into the container", "pick the {colour} block up and put it in the bin",
+                   "drop the {colour} cube in the container"),
+    "push": ("push the {colour} block {where}", "slide the {colour} cube {where} without lifting it",
+             "move the {colour} block {where} by pushing it"),
+    "intercept": ("stop the ball before it rolls off the table", "catch the rolling ball",
+                  "put your gripper in the ball's way"),
+}
+
+
+def held_out_instruction(task: str, seed: int) -> str:
+    """A held-out paraphrase of episode (task, seed)'s instruction (same target and direction)."""
+    spec = episode_spec(task, seed)
+    templates = HELD_OUT_TEMPLATES[task]
+    return _fill(templates[int(seed) % len(templates)], spec.target, spec.direction)
+
+
 def make_episode(task: str, seed: int, rng: np.random.Generator) -> tuple[EpisodeSpec, Placements]:
     """Draw an episode of ``task`` from ``rng``: goal, instruction template, then the object placements."""
     spec = TASKS[task]

@@ -7,6 +7,7 @@ top is the plane z = 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -154,14 +155,21 @@ class TabletopWorld:
         self._apply_action(np.array([*HOME_JOINTS, MAX_GRIPPER_WIDTH]))
 
     # ------------------------------------------------------------------ episode API
-    def reset(self, task: str, seed: int) -> Observation:
-        """Start an episode of ``task`` (a key of ``TASKS``); the same (task, seed) is bit-identical."""
+    def reset(self, task: str, seed: int, instruction: str | None = None) -> Observation:
+        """Start an episode of ``task`` (a key of ``TASKS``); the same (task, seed) is bit-identical.
+
+        ``instruction`` replaces the episode's drawn instruction (e.g. a held-out paraphrase); the scene
+        and goal stay those of (task, seed)."""
         if task not in TASKS:
             raise ValueError(f"Unknown task {task!r} (expected one of {sorted(TASKS)})")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative int")
         rng = np.random.default_rng(int(seed))
         self.episode, placements = make_episode(task, int(seed), rng)
+        if instruction is not None:
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise ValueError(f"instruction={instruction!r} must be a non-empty string")
+            self.episode = dataclasses.replace(self.episode, instruction=instruction)
         self._build_scene(placements)
         self.sim_time = 0.0
         self.steps = 0

@@ -139,8 +139,13 @@ def test_clock_and_time():
 def test_episode_request_validation():
     tasks = {"reach": None, "pick_place": None}
     assert parse_episode_request('{"task": "reach", "seed": 4}', tasks) == \
-        {"task": "reach", "seed": 4, "request_id": None}
+        {"task": "reach", "seed": 4, "request_id": None, "instruction": None}
+    assert parse_episode_request('{"task": "reach", "seed": 4, "instruction": "reach the red block"}',
+                                 tasks)["instruction"] == "reach the red block"
     for text, reason in (("not json", "not JSON"), ("[1]", "not a JSON object"),
+                         ('{"task": "reach", "seed": 1, "instruction": ""}', "non-empty string"),
+                         ('{"task": "reach", "seed": 1, "instruction": 7}', "non-empty string"),
+                         ('{"task": "reach", "seed": 1, "instruction": "' + "a" * 1001 + '"}', "at most 1000"),
                          ('{"task": "fly", "seed": 1}', "unknown task 'fly'"),
                          ('{"task": "reach", "seed": -1}', "seed -1"),
                          ('{"task": "reach", "seed": 1.5}', "seed 1.5")):
