@@ -1,18 +1,29 @@
-"""``mhc eval``: closed-loop evaluation directly in the simulation (no ROS graph).
+"""``mhc eval``: closed-loop evaluation in the simulation, directly or through the ROS graph (``--ros``).
 
 ``--policy expert`` runs the scripted experts; ``--checkpoint C`` runs the learned model through an
 inference runtime with the controller node's smoothing and limits (``RuntimePolicy``). Evaluation
 seeds start at ``EVAL_SEED_BASE`` by default, so they never overlap the seeds that ``mhc collect``
-uses for training data (which start at 0).
+uses for training data (which start at 0). By default every second episode is instructed with a
+held-out paraphrase (``mhc_sim.HELD_OUT_TEMPLATES``, never in training data).
+
+With a model, the report also has the control-step latency and the motion prediction's average
+displacement error (ADE) of the ball over the prediction horizon, next to a constant-velocity
+extrapolation from the ball's true last two positions (a privileged baseline: the model sees only
+the camera and the joints). ``--video DIR`` writes GIFs of the first episodes with the predicted
+motion drawn. ``--ros`` runs the same episodes through ``mhc bringup sim`` (sim bridge and
+``mhc_controller`` as separate processes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from mhc_ros.cli_args import UsageError, known_task, non_negative_int, positive_int
+import numpy as np
+
+from mhc_ros.cli_args import UsageError, known_task, non_negative_int, positive_int, writable_dir
 
 EVAL_SEED_BASE = 1_000_000
 POLICIES = ("expert", "mhc")
@@ -20,6 +31,8 @@ BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from mhc_sim.rollout import INSTRUCTION_SETS
+
     parser.add_argument("--policy", default=None,
                         help=f"policy to evaluate ({', '.join(POLICIES)}; default: mhc with --checkpoint, else expert)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="mHC checkpoint (.safetensors) for --policy mhc")
@@ -28,55 +41,222 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", type=known_task, required=True)
     parser.add_argument("--episodes", type=positive_int, default=50)
     parser.add_argument("--seed", type=non_negative_int, default=EVAL_SEED_BASE, help="first evaluation seed")
+    parser.add_argument("--instructions", choices=INSTRUCTION_SETS, default="mixed",
+                        help="train: the episodes' own templates; held-out: paraphrases never trained on; "
+                             "mixed (default): every second episode held out")
     parser.add_argument("--image-size", type=positive_int, default=96, help="scene camera width and height (px)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="controller parameter for the model (e.g. ensemble_decay=0.1); repeatable")
+    parser.add_argument("--video", type=Path, default=None, metavar="DIR",
+                        help="write GIFs of the first --video-episodes episodes here (predicted motion drawn)")
+    parser.add_argument("--video-episodes", type=positive_int, default=4, help="episodes written with --video")
+    parser.add_argument("--ros", action="store_true",
+                        help="run the episodes through `mhc bringup sim` (bridge + controller as processes)")
+    parser.add_argument("--realtime-factor", type=float, default=0.0,
+                        help="--ros: simulation speed vs wall clock; 0 (default) = lockstep with the controller")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
 
 
-def _model_policy_factory(args: argparse.Namespace, made: list):
-    from mhc_model.runtime import RuntimeLoadError, load_runtime
+def controller_overrides(pairs: list[str]) -> dict[str, float | str]:
+    """``NAME=VALUE`` strings → controller parameters (numbers where they parse); names must be known."""
+    from mhc_ros.controller_core import CORE_DEFAULTS
 
-    from mhc_ros.model_policy import RuntimePolicy
+    parameters: dict[str, float | str] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in CORE_DEFAULTS:
+            raise UsageError(f"--set '{pair}': expected NAME=VALUE with NAME one of {', '.join(CORE_DEFAULTS)}")
+        try:
+            parameters[name] = float(text)
+        except ValueError:
+            parameters[name] = text
+    return parameters
+
+
+class MotionError:
+    """Ball ADE (m) over the prediction horizon: the model's ``motion`` vs constant velocity, per episode."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.positions: list[np.ndarray] = []  # true slot position at each tick (3,)
+        self.predictions: list[np.ndarray] = []  # predicted (H, 3) at each tick
+        self.model: list[float] = []  # per-tick ADE over every finished episode
+        self.const_velocity: list[float] = []
+
+    def add(self, position: np.ndarray, prediction: np.ndarray) -> None:
+        self.positions.append(np.asarray(position, dtype=float).copy())
+        self.predictions.append(np.asarray(prediction, dtype=float).copy())
+
+    def end_episode(self) -> None:
+        """Score ticks t ≥ 1 whose whole horizon t+1..t+H was observed, then forget the episode."""
+        positions = np.asarray(self.positions)
+        for t, predicted in enumerate(self.predictions):
+            horizon = len(predicted)
+            if t < 1 or t + horizon >= len(positions):
+                continue
+            truth = positions[t + 1 : t + 1 + horizon]  # (H, 3)
+            velocity = positions[t] - positions[t - 1]
+            extrapolated = positions[t] + np.arange(1, horizon + 1)[:, None] * velocity
+            self.model.append(float(np.linalg.norm(predicted - truth, axis=-1).mean()))
+            self.const_velocity.append(float(np.linalg.norm(extrapolated - truth, axis=-1).mean()))
+        self.positions, self.predictions = [], []
+
+    def report(self) -> dict[str, float]:
+        if not self.model:
+            return {}
+        model, baseline = float(np.mean(self.model)), float(np.mean(self.const_velocity))
+        return {"motion_ade_ball_m": model, "motion_ade_ball_const_velocity_m": baseline,
+                "motion_ade_ratio": model / baseline if baseline > 0 else math.nan, "motion_ade_ticks": len(self.model)}
+
+
+class EpisodeObserver:
+    """``on_step`` / ``on_result`` hooks of ``mhc_sim.evaluate`` for a model policy: motion error, videos."""
+
+    def __init__(self, policies: list, video_dir: Path | None, video_episodes: int) -> None:
+        from mhc_sim import OBJECT_SLOTS
+
+        self.policies = policies  # the RuntimePolicy made by evaluate's factory
+        self.motion = MotionError(OBJECT_SLOTS.index("ball"))
+        self.video_dir, self.video_episodes = video_dir, video_episodes
+        self.frames: list = []
+        self.written: list[str] = []
+        self.episode_index = 0
+
+    def on_step(self, world, t: int, obs, action) -> None:
+        output = self.policies[0].last_output
+        if obs.object_present[self.motion.slot]:
+            self.motion.add(obs.object_positions[self.motion.slot], output.motion[:, self.motion.slot])
+        if self.video_dir is not None and self.episode_index < self.video_episodes and obs.image is not None:
+            from mhc_ros.video import draw_frame
+
+            episode = world.episode
+            self.frames.append(draw_frame(obs.image, world.project_to_image, output.motion,
+                                          output.motion_present >= 0.5, f"{episode.instruction} t={t}"))
+
+    def on_result(self, result) -> None:
+        self.motion.end_episode()
+        if self.frames:
+            from mhc_ros.video import write_gif
+
+            outcome = "success" if result.success else (result.failure or "failure")
+            path = write_gif(self.frames, self.video_dir / f"{result.task}_{result.seed}_{outcome}.gif")
+            self.written.append(str(path))
+            self.frames = []
+        self.episode_index += 1
+
+
+def _load_runtime(args: argparse.Namespace):
+    from mhc_model.runtime import RuntimeLoadError, load_runtime
 
     if args.checkpoint is None:
         raise UsageError("--policy mhc needs --checkpoint")
     if args.backend not in BACKENDS:
         raise UsageError(f"unknown backend '{args.backend}' (expected one of {', '.join(BACKENDS)})")
     try:
-        runtime = load_runtime(str(args.checkpoint), backend=args.backend, threads=args.threads)
+        return load_runtime(str(args.checkpoint), backend=args.backend, threads=args.threads)
     except RuntimeLoadError as err:
         raise UsageError(str(err).splitlines()[0]) from None
 
+
+def evaluate_direct(args: argparse.Namespace, policy_name: str) -> dict:
+    """The episodes in this process: the simulation and the policy (expert or runtime) step in lockstep."""
+    from mhc_sim import ExpertPolicy, WorldConfig, evaluate
+
+    if policy_name == "expert":
+        return evaluate(args.task, args.episodes, seed=args.seed, policy_factory=ExpertPolicy,
+                        instructions=args.instructions)
+    from mhc_ros.model_policy import RuntimePolicy
+
+    parameters = controller_overrides(args.overrides)
+    runtime = _load_runtime(args)
+    made: list = []
+
     def factory():
-        made.append(RuntimePolicy(runtime))
+        made.append(RuntimePolicy(runtime, parameters))
         return made[-1]
 
-    return factory
+    observer = EpisodeObserver(made, writable_dir(args.video) if args.video else None, args.video_episodes)
+    config = WorldConfig(image_width=args.image_size, image_height=args.image_size)
+    result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=factory, config=config,
+                      instructions=args.instructions, on_step=observer.on_step, on_result=observer.on_result)
+    p50, p99 = made[0].latency.percentiles_ms()
+    result.update(checkpoint=str(args.checkpoint), backend=runtime.backend, controller_overrides=parameters,
+                  latency_p50_ms=p50, latency_p99_ms=p99, **observer.motion.report())
+    if observer.written:
+        result["videos"] = observer.written
+    return result
+
+
+def evaluate_ros(args: argparse.Namespace, policy_name: str) -> dict:
+    """The same episodes (seeds, instructions) through ``mhc bringup sim``'s processes."""
+    import io
+
+    from mhc_sim import held_out_instruction
+
+    from mhc_ros.bringup import bringup_sim
+
+    if args.overrides or args.video:
+        raise UsageError("--set and --video are not available with --ros (use `mhc bringup sim --video`)")
+    if policy_name == "mhc" and (args.checkpoint is None or not args.checkpoint.exists()):
+        raise UsageError(f"--ros needs an existing --checkpoint (got '{args.checkpoint}')")
+    if not math.isfinite(args.realtime_factor) or args.realtime_factor < 0:
+        raise UsageError(f"--realtime-factor {args.realtime_factor} must be a finite number >= 0")
+    instructions = []
+    for index in range(args.episodes):
+        held_out = args.instructions == "held-out" or (args.instructions == "mixed" and index % 2 == 1)
+        instructions.append(held_out_instruction(args.task, args.seed + index) if held_out else None)
+    log = io.StringIO()
+    run = bringup_sim(policy=policy_name, task=args.task, episodes=args.episodes, seed=args.seed,
+                      realtime_factor=args.realtime_factor, image_width=args.image_size,
+                      image_height=args.image_size, out=log, backend=args.backend, instructions=instructions,
+                      checkpoint_path=None if args.checkpoint is None else str(args.checkpoint.resolve()))
+    if run["error"] is not None or run["interrupted"] is not None:
+        raise UsageError(f"bringup failed: {run['error'] or 'interrupted'}")
+    episodes = run["episodes"]
+    failures: dict[str, int] = {}
+    for episode in episodes:
+        if not episode["success"]:
+            reason = "wall_timeout" if episode["timed_out"] else (episode["failure"] or "timeout")
+            failures[reason] = failures.get(reason, 0) + 1
+    result = {"task": args.task, "episodes": len(episodes), "success_rate": run["success_rate"],
+              "mean_steps": float(np.mean([e["steps"] for e in episodes])),
+              "mean_episode_wall_s": float(np.mean([e["wall_s"] for e in episodes])),
+              "failures": failures, "seeds": [e["seed"] for e in episodes],
+              "failed_seeds": [e["seed"] for e in episodes if not e["success"]],
+              "instructions": args.instructions, "wall_time_s": run["wall_s"], "ros": True}
+    for name, chosen in (("train", False), ("held_out", True)):
+        subset = [e["success"] for e, text in zip(episodes, instructions, strict=True) if (text is not None) == chosen]
+        if subset and args.instructions != "train":
+            result[f"success_rate_{name}_instructions"] = sum(subset) / len(subset)
+    latencies = [e.get("latency_p50_ms") for e in episodes if e.get("latency_p50_ms") is not None]
+    if latencies:
+        result.update(latency_p50_ms=float(np.median(latencies)),
+                      latency_p99_ms=float(max(e.get("latency_p99_ms") or 0.0 for e in episodes)))
+    if policy_name == "mhc":
+        result.update(checkpoint=str(args.checkpoint), backend=args.backend)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
-    from mhc_sim import ExpertPolicy, WorldConfig, evaluate
-
     policy_name = args.policy or ("mhc" if args.checkpoint is not None else "expert")
     if policy_name not in POLICIES:
         raise UsageError(f"unknown policy '{policy_name}' (expected one of {', '.join(POLICIES)})")
-    made: list = []
-    if policy_name == "expert":
-        factory, config = ExpertPolicy, None
-    else:
-        factory = _model_policy_factory(args, made)
-        config = WorldConfig(image_width=args.image_size, image_height=args.image_size)
-    result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=factory, config=config)
+    result = evaluate_ros(args, policy_name) if args.ros else evaluate_direct(args, policy_name)
     result["policy"] = policy_name
-    if made:
-        p50, p99 = made[0].latency.percentiles_ms()
-        result.update(checkpoint=str(args.checkpoint), backend=made[0].runtime.backend,
-                      latency_p50_ms=p50, latency_p99_ms=p99)
     if args.json:
         print(json.dumps(result))
-    else:
-        latency = f", control step p50 {result['latency_p50_ms']:.2f} ms" if made else ""
-        print(
-            f"{result['task']} ({policy_name}): success {result['success_rate']:.2f} over {result['episodes']} "
-            f"episodes, mean {result['mean_steps']:.1f} steps{latency}, failures {result['failures']}"
-        )
+        return 0
+    line = (f"{result['task']} ({policy_name}{', ROS' if args.ros else ''}): success {result['success_rate']:.2f} "
+            f"over {result['episodes']} episodes, mean {result['mean_steps']:.1f} steps")
+    if "success_rate_held_out_instructions" in result:
+        line += (f" (train instructions {result['success_rate_train_instructions']:.2f}, held-out paraphrases "
+                 f"{result['success_rate_held_out_instructions']:.2f})")
+    if "latency_p50_ms" in result:
+        line += f", control step p50 {result['latency_p50_ms']:.2f} / p99 {result['latency_p99_ms']:.2f} ms"
+    if "motion_ade_ball_m" in result:
+        line += (f", ball ADE {result['motion_ade_ball_m'] * 100:.1f} cm vs constant velocity "
+                 f"{result['motion_ade_ball_const_velocity_m'] * 100:.1f} cm ({result['motion_ade_ratio']:.2f}×)")
+    print(f"{line}, failures {result['failures']}")
+    for path in result.get("videos", []):
+        print(f"video: {path}")
     return 0

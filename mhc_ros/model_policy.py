@@ -27,7 +27,7 @@ class RuntimePolicy:
     def __init__(self, runtime, parameters: dict | None = None) -> None:
         self.runtime = runtime
         self.core = ControllerCore(runtime.joint_history_length, parameters)
-        self.latency = LatencyStats()
+        self.latency = LatencyStats(window=1_000_000)  # every step of an evaluation
         self.last_output = None
 
     @property
