@@ -59,6 +59,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "engine_dir": ("", "folder of exported ONNX models / TensorRT engines; empty = next to the checkpoint"),
     "device": ("", "inference device (e.g. cuda:0, cpu); empty = the runtime's choice"),
     "inference_threads": (2, "CPU threads of the inference runtime (>= 1)"),
+    "torch_compile": (False, "CUDA torch backend: torch.compile the steps before capturing CUDA graphs"),
     "control_rate_hz": (20.0, "control rate (Hz); each trajectory point is one period ahead"),
     "arm_joint_names": (list(cl.ARM_JOINTS), "the 7 arm joints, in model order"),
     "finger_joint_names": (list(cl.FINGER_JOINTS), "the 2 finger joints, in model order"),
@@ -81,7 +82,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 def load_runtime(checkpoint_path: str, backend: str = "auto", engine_dir: str | None = None,
-                 device: str | None = None, threads: int = 2) -> Any:
+                 device: str | None = None, threads: int = 2, compile_module: bool = False) -> Any:
     """The inference runtime (contract: ``docs/contracts.md`` § Inference runtime).
 
     The node calls this module-level function (tests replace it). Raises the runtime's
@@ -89,7 +90,8 @@ def load_runtime(checkpoint_path: str, backend: str = "auto", engine_dir: str | 
     """
     from mhc_model.runtime import load_runtime as load
 
-    return load(checkpoint_path, backend=backend, engine_dir=engine_dir, device=device, threads=threads)
+    return load(checkpoint_path, backend=backend, engine_dir=engine_dir, device=device, threads=threads,
+                compile_module=compile_module)
 
 
 def instruction_sha(text: str) -> str:
@@ -164,7 +166,8 @@ class ControllerNode(LifecycleNode):
             try:
                 self.runtime = load_runtime(str(Path(p["checkpoint_path"]).expanduser()), backend=p["backend"],
                                             engine_dir=p["engine_dir"] or None, device=p["device"] or None,
-                                            threads=int(p["inference_threads"]))
+                                            threads=int(p["inference_threads"]),
+                                            compile_module=bool(p["torch_compile"]))
                 history_length = int(self.runtime.joint_history_length)
                 if history_length < 1:
                     raise ValueError(f"runtime joint_history_length {history_length} must be >= 1")

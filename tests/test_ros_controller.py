@@ -124,7 +124,7 @@ def _start(monkeypatch, checkpoint, runtime=None, **overrides):
     runtime = runtime or FakeRuntime()
     loads = []
 
-    def load_runtime(path, backend="auto", engine_dir=None, device=None, threads=2):
+    def load_runtime(path, backend="auto", engine_dir=None, device=None, threads=2, compile_module=False):
         loads.append((path, backend, engine_dir, device, threads))
         if isinstance(runtime, Exception):
             raise runtime

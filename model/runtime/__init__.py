@@ -53,12 +53,15 @@ def _load_policy(path: Path, device: str) -> object:
 
 
 def load_runtime(checkpoint_path: str | Path, backend: str = "auto", engine_dir: str | Path | None = None,
-                 device: str | None = None, threads: int = 2, precision: str = "fp32") -> Runtime:
+                 device: str | None = None, threads: int = 2, precision: str = "fp32",
+                 compile_module: bool = False) -> Runtime:
     """Build the runtime for ``checkpoint_path`` (file or run folder) on ``backend``.
 
     ``engine_dir``: folder of ``mhc export`` ONNX files / ``mhc build-engine`` engines; ``device``: torch device
     (``cpu``, ``cuda:0``; None = CUDA if available); ``threads``: CPU intra-op threads (torch CPU, ONNX Runtime);
-    ``precision``: ``fp32`` | ``bf16`` | ``fp16`` for the CUDA torch backend. Raises :class:`RuntimeLoadError`
+    ``precision``: ``fp32`` | ``bf16`` | ``fp16`` for the CUDA torch backend; ``compile_module``: CUDA torch
+    backend, ``torch.compile`` each profile before capturing its CUDA graph (fewer kernels; needs Triton,
+    slower start). Raises :class:`RuntimeLoadError`
     (one line naming the bad value) for an unknown backend, a missing checkpoint or a mismatched engine.
     """
     if backend not in BACKENDS:
@@ -88,7 +91,7 @@ def load_runtime(checkpoint_path: str | Path, backend: str = "auto", engine_dir:
     if backend == "torch-cuda-graph" and not dev.startswith("cuda"):
         raise RuntimeLoadError(f"backend 'torch-cuda-graph' needs a CUDA device, got device '{dev}'")
     policy = _load_policy(path, dev)
-    return TorchRuntime(policy, device=dev, threads=threads, precision=precision)
+    return TorchRuntime(policy, device=dev, threads=threads, precision=precision, compile_module=compile_module)
 
 
 def _choose(engine_dir: str | None, device: str | None) -> str:
