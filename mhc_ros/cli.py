@@ -26,6 +26,8 @@ VERBS: dict[str, tuple[str, str, str, str]] = {
                "record live topics to a rosbag2 bag (MCAP, QoS metadata) from raw subscriptions"),
     "replay": ("mhc_ros.replay", "configure_parser", "run",
                "replay bags through the controller and compare its commands (or --play them on a live graph)"),
+    "video": ("mhc_ros.bag_video", "configure_parser", "run",
+              "render a bag's camera frames with the predicted motion drawn on them as a GIF"),
     "export": ("mhc_model.export", "configure_parser", "run",
                "export a checkpoint to one static-shape ONNX graph per domain profile"),
     "build-engine": ("mhc_model.engine", "configure_parser", "run",
