@@ -6,12 +6,19 @@ discovery and Fast DDS's ``LARGE_DATA`` transport (no lost camera frames). Episo
 ``/sim/episode_request`` from this process's own node and followed on ``/sim/episode_status``.
 Every child is shut down (SIGINT, then SIGTERM, then SIGKILL) on exit, on Ctrl-C, on SIGTERM and
 when any child dies unexpectedly (named in the error, exit status 1).
+
+``--task`` takes a comma-separated list (episode i runs ``tasks[i % len(tasks)]`` with seed ``seed + i``).
+``--bag DIR`` records the run with ``mhc record`` as one more child (the first episode is requested only once
+the recorder subscribes to every topic; SIGINT finalises the bag like the other children); ``--video PATH``
+renders the bag afterwards (:mod:`mhc_ros.bag_video`). With ``--policy mhc`` each episode line carries the
+controller's inference latency p50/p99 from its ``/diagnostics``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -21,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +39,18 @@ from mhc_ros.system import CONTROLLER_TOPICS, POLICIES, NodeDescription, robot_s
 STARTUP_TIMEOUT_S = 60.0   # wall time for all nodes to appear on the graph
 SHUTDOWN_GRACE_S = 10.0    # wall time a child gets after SIGINT (then SIGTERM, then SIGKILL)
 DEFAULT_EPISODE_TIMEOUT_S = 120.0
+LATENCY_WAIT_S = 1.5       # after an episode: wait this long for the controller's next /diagnostics (1 s period)
+BAG_FLUSH_S = 0.5          # after the last episode: time for the recorder to receive the last messages
+
+RECORDER = "mhc_recorder"  # the recorder child's name (its log: LOG_DIR/mhc_recorder.log)
+# Topics --bag records (docs/contracts.md): what the bridge publishes (no /sim/ee_pose: bags only), the
+# controller's commands, the episode requests and statuses, /diagnostics of both nodes ...
+BAG_TOPICS = ("/clock", CONTROLLER_TOPICS["image_topic"], CONTROLLER_TOPICS["joint_states_topic"],
+              CONTROLLER_TOPICS["instruction_topic"], CONTROLLER_TOPICS["trajectory_topic"],
+              CONTROLLER_TOPICS["gripper_topic"], "/sim/object_poses", "/sim/episode_request",
+              "/sim/episode_status", "/diagnostics")
+# ... and for the mHC controller its predicted motion (MarkerArray), plan and tick trace.
+MHC_BAG_TOPICS = ("/mhc/predicted_motion", "/mhc/plan", "/mhc/controller_tick")
 
 
 class ChildDied(RuntimeError):
@@ -96,12 +115,16 @@ class ProcessGroup:
 
     def start(self, node: NodeDescription) -> None:
         """Start ``node`` in its own session, so a terminal's Ctrl-C reaches only this process."""
-        log = open(self.log_dir / f"{node.name}.log", "w")  # noqa: SIM115 - closed in shutdown()
+        self.start_command(node.name, node.command(), node.env)
+
+    def start_command(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``command`` as the child ``name`` (e.g. the recorder), like a node: own session, own log."""
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed in shutdown()
         self._logs.append(log)
-        env = {**os.environ, **self.env, **node.env}
-        self.processes[node.name] = subprocess.Popen(node.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                                     preexec_fn=_stop_with_parent)
+        env = {**os.environ, **self.env, **(env or {})}
+        self.processes[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                                preexec_fn=_stop_with_parent)
 
     def check(self) -> None:
         """Raise :class:`ChildDied` naming the first child that has exited."""
@@ -140,10 +163,12 @@ class ProcessGroup:
 class EpisodeClient:
     """This process's own ROS node: requests episodes and follows their status."""
 
-    def __init__(self, domain_id: int, status_readers: int = 2) -> None:
+    def __init__(self, domain_id: int, status_readers: int = 2, recorded_topics: tuple[str, ...] = ()) -> None:
         """``status_readers``: subscribers of ``/sim/episode_status`` expected when ready (this client
-        plus, for the expert, its controller; the mHC controller does not read it)."""
+        plus, for the expert, its controller; the mHC controller does not read it). ``recorded_topics``:
+        topics the recorder child (node ``mhc_recorder``) must subscribe to before the system is ready."""
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
@@ -157,12 +182,31 @@ class EpisodeClient:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.status: dict[str, Any] | None = None
-        self.status_readers = status_readers
+        self.recorded_topics = tuple(recorded_topics)
+        # The recorder also reads the status and joint states: one more subscriber of each when recording.
+        self.status_readers = status_readers + (1 if self.recorded_topics else 0)
+        self.joint_state_readers = 1 + (1 if self.recorded_topics else 0)
+        self.latency: tuple[float, float] | None = None  # controller inference p50, p99 (ms) last reported
+        self.latency_time = -math.inf                      # time.monotonic() when it arrived
         self.request_pub = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
         self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_status(self, msg: Any) -> None:
         self.status = json.loads(msg.data)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        """Keep the mhc_controller's ``inference_p50_ms`` / ``inference_p99_ms`` (the bridge's status has neither)."""
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "inference_p50_ms" not in values:
+                continue
+            try:
+                p50, p99 = float(values["inference_p50_ms"]), float(values["inference_p99_ms"])
+            except (KeyError, ValueError):
+                continue
+            self.latency = (p50, p99) if math.isfinite(p50) and math.isfinite(p99) else None
+            self.latency_time = time.monotonic()
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
         """Process pending messages, waiting up to ``timeout_s`` seconds."""
@@ -173,8 +217,24 @@ class EpisodeClient:
         node = self.node
         return (self.request_pub.get_subscription_count() > 0
                 and node.count_publishers("/arm_controller/joint_trajectory") > 0
-                and node.count_subscribers("/joint_states") > 0
-                and node.count_subscribers("/sim/episode_status") >= self.status_readers)
+                and node.count_subscribers("/joint_states") >= self.joint_state_readers
+                and node.count_subscribers("/sim/episode_status") >= self.status_readers
+                and self.recorder_ready())
+
+    def recorder_ready(self) -> bool:
+        """Whether the recorder has a subscription on every recorded topic (True when not recording).
+
+        The recorder subscribes only once every topic has a publisher, so until then an episode would be
+        lost from the bag. ``/sim/episode_request`` (published here) must also have matched it.
+        """
+        from mhc_ros.record import NODE_NAME
+
+        if not self.recorded_topics:
+            return True
+        if "/sim/episode_request" in self.recorded_topics and self.request_pub.get_subscription_count() < 2:
+            return False
+        return all(any(info.node_name == NODE_NAME for info in self.node.get_subscriptions_info_by_topic(topic))
+                   for topic in self.recorded_topics)
 
     def request(self, task: str, seed: int) -> str:
         """Publish an episode request; returns its ``request_id`` (echoed in the episode status)."""
@@ -220,45 +280,104 @@ def _signals_recorded(stop: list[int]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, seed: int = 0,
+def task_list(text: str | Sequence[str]) -> list[str]:
+    """Tasks of ``text`` (``"reach"``, ``"reach,push"`` or a sequence of names), each checked like ``--task``.
+
+    Raises ``argparse.ArgumentTypeError`` naming an unknown or empty entry.
+    """
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(name).strip() for name in names]
+    if not names or any(not name for name in names):
+        raise argparse.ArgumentTypeError(f"task list '{text if isinstance(text, str) else ','.join(names)}' "
+                                         "has an empty entry (expected NAME[,NAME...])")
+    return [known_task(name) for name in names]
+
+
+def prepare_bag_dir(path: str | Path) -> Path:
+    """``path`` ready for a new bag: absent (its parent created) or an empty folder (removed, since the recorder
+    never writes into an existing one). Raises :class:`UsageError` naming an existing non-empty ``path``."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
+            raise UsageError(f"--bag '{path}' already exists and is not an empty folder (a bag is never overwritten)")
+        path.rmdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--bag '{path}': cannot create its folder ({err.strerror or err})") from None
+    return path
+
+
+def recorder_command(bag: Path, topics: Sequence[str]) -> list[str]:
+    """``mhc record`` of ``topics`` into ``bag`` (every topic required: it waits for the nodes to come up)."""
+    return [sys.executable, "-m", "mhc_ros.cli", "record", "--out", str(bag), "--wait", f"{STARTUP_TIMEOUT_S:g}",
+            "--topics", *topics]
+
+
+def bringup_sim(policy: str = "expert", task: str | Sequence[str] = "reach", episodes: int = 1, seed: int = 0,
                 timeout_s: float = DEFAULT_EPISODE_TIMEOUT_S, realtime_factor: float = 1.0,
                 image_width: int = 96, image_height: int = 96, domain_id: int | None = None,
                 log_dir: Path | None = None, out: TextIO = sys.stdout, checkpoint_path: str | None = None,
-                backend: str = "onnxruntime") -> dict[str, Any]:
+                backend: str = "onnxruntime", bag: str | Path | None = None,
+                video: str | Path | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) across processes.
 
-    Prints one line per episode and a summary to ``out``; returns ``{"policy", "task", "domain_id",
-    "episodes": [per-episode dicts], "successes", "success_rate", "wall_s", "exit_codes", "pids",
-    "error", "interrupted", "log_dir"}``. ``timeout_s`` is each episode's wall-time limit (s).
+    ``task``: one task, a comma-separated list or a sequence; episode i runs ``tasks[i % len(tasks)]``.
+    ``bag``: record the run into this new rosbag2 folder (:data:`BAG_TOPICS`, plus :data:`MHC_BAG_TOPICS` for
+    the mHC controller); ``video``: afterwards render that bag (a temporary one without ``bag``) as a GIF.
+    Prints one line per episode (with the controller's inference latency p50/p99 for policy ``mhc``) and a
+    summary to ``out``; returns ``{"policy", "task", "tasks", "domain_id", "episodes": [per-episode dicts],
+    "successes", "success_rate", "wall_s", "exit_codes", "pids", "error", "interrupted", "log_dir", "bag",
+    "bag_topics", "video", "video_frames"}``. ``timeout_s`` is each episode's wall-time limit (s).
+    Raises :class:`UsageError` for an unknown task or an existing non-empty ``bag`` before starting anything.
     """
-    nodes = bringup_nodes(policy, task, seed, realtime_factor, image_width, image_height, checkpoint_path, backend)
+    try:
+        tasks = task_list(task)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(str(err)) from None
+    task_text = task if isinstance(task, str) else ",".join(tasks)
+    nodes = bringup_nodes(policy, tasks[0], seed, realtime_factor, image_width, image_height, checkpoint_path,
+                          backend)
+    temp_bag = None
+    if bag is not None:
+        bag_dir: Path | None = prepare_bag_dir(bag)
+    elif video is not None:
+        temp_bag = Path(tempfile.mkdtemp(prefix="mhc_bringup_bag_"))
+        bag_dir = temp_bag / "bag"
+    else:
+        bag_dir = None
+    bag_topics = (*BAG_TOPICS, *(MHC_BAG_TOPICS if policy == "mhc" else ())) if bag_dir is not None else ()
     domain_id = choose_domain_id(domain_id)
     env = ros_environment(domain_id)
     keep_logs = log_dir is not None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="mhc_bringup_"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"policy": policy, "task": task, "domain_id": domain_id, "episodes": [],
-                              "error": None, "interrupted": None, "log_dir": str(log_dir)}
+    result: dict[str, Any] = {"policy": policy, "task": task_text, "tasks": tasks, "domain_id": domain_id,
+                              "episodes": [], "error": None, "interrupted": None, "log_dir": str(log_dir),
+                              "bag": None, "bag_topics": None, "video": None, "video_frames": None}
     start = time.monotonic()
     group = ProcessGroup(log_dir, env)
     client: EpisodeClient | None = None
     stop: list[int] = []
+    names = [n.name for n in nodes] + ([RECORDER] if bag_dir is not None else [])
     try:
         with _signals_recorded(stop), environment(env):
             for node in nodes:
                 group.start(node)
-            client = EpisodeClient(domain_id, status_readers=2 if policy == "expert" else 1)
+            if bag_dir is not None:
+                group.start_command(RECORDER, recorder_command(bag_dir, bag_topics))
+            client = EpisodeClient(domain_id, status_readers=2 if policy == "expert" else 1,
+                                   recorded_topics=bag_topics)
             if not _wait(client.ready, STARTUP_TIMEOUT_S, group, client, stop):
-                raise ChildDied(f"nodes {[n.name for n in nodes]} not connected after {STARTUP_TIMEOUT_S:.0f} s "
-                                f"(logs in {log_dir})")
+                raise ChildDied(f"nodes {names} not connected after {STARTUP_TIMEOUT_S:.0f} s (logs in {log_dir})")
             for index in range(episodes):
-                episode = _run_episode(client, group, stop, task, seed + index, timeout_s)
+                episode_task = tasks[index % len(tasks)]
+                episode = _run_episode(client, group, stop, episode_task, seed + index, timeout_s,
+                                       latency=policy == "mhc")
                 result["episodes"].append(episode)
-                outcome = "success" if episode["success"] else \
-                    ("timeout" if episode["timed_out"] else f"failure ({episode['failure'] or 'max_steps'})")
-                print(f"episode {index + 1}/{episodes} {task} seed={episode['seed']}: {outcome} "
-                      f"steps={episode['steps']} rejected={episode['rejected_commands']} "
-                      f"wall={episode['wall_s']:.1f}s", file=out, flush=True)
+                print(episode_line(index, episodes, episode), file=out, flush=True)
+            if bag_dir is not None:  # let the recorder receive the last messages before it is stopped
+                _wait(lambda: False, BAG_FLUSH_S, group, client, stop)
     except ChildDied as err:
         result["error"] = str(err)
     except Interrupted as err:
@@ -268,18 +387,77 @@ def bringup_sim(policy: str = "expert", task: str = "reach", episodes: int = 1, 
             client.close()
         result["exit_codes"] = group.shutdown()
         result["pids"] = {name: process.pid for name, process in group.processes.items()}
-    bad_exits = {name: code for name, code in result["exit_codes"].items() if code != 0}
-    if bad_exits and result["error"] is None and result["interrupted"] is None:
-        result["error"] = f"nodes exited with non-zero status on shutdown: {bad_exits} (logs in {log_dir})"
-    successes = sum(e["success"] for e in result["episodes"])
-    result.update(successes=successes, success_rate=successes / episodes if episodes else 0.0,
-                  wall_s=time.monotonic() - start)
-    print(f"{successes}/{episodes} episodes succeeded ({task}, policy {policy}) in {result['wall_s']:.1f} s "
-          f"across {len(nodes)} processes (ROS_DOMAIN_ID={domain_id})", file=out, flush=True)
+    try:
+        bad_exits = {name: code for name, code in result["exit_codes"].items() if code != 0}
+        if bad_exits and result["error"] is None and result["interrupted"] is None:
+            result["error"] = f"nodes exited with non-zero status on shutdown: {bad_exits} (logs in {log_dir})"
+        successes = sum(e["success"] for e in result["episodes"])
+        result.update(successes=successes, success_rate=successes / episodes if episodes else 0.0,
+                      wall_s=time.monotonic() - start)
+        print(f"{successes}/{episodes} episodes succeeded ({task_text}, policy {policy}) in {result['wall_s']:.1f} s "
+              f"across {len(nodes)} processes (ROS_DOMAIN_ID={domain_id})", file=out, flush=True)
+        if bag_dir is not None:
+            _finish_bag(result, bag_dir, group, out, keep=temp_bag is None)
+            if video is not None and result["interrupted"] is None and result["bag_topics"] is not None:
+                _render_video(result, bag_dir, Path(video), out)
+    finally:
+        if temp_bag is not None:
+            shutil.rmtree(temp_bag, ignore_errors=True)
     if result["error"] is None and result["interrupted"] is None and not keep_logs:
         shutil.rmtree(log_dir, ignore_errors=True)
         result["log_dir"] = None
     return result
+
+
+def episode_line(index: int, episodes: int, episode: dict[str, Any]) -> str:
+    """``episode 2/4 push seed=7: success steps=.. rejected=.. wall=..s [latency p50=..ms p99=..ms]``."""
+    outcome = "success" if episode["success"] else \
+        ("timeout" if episode["timed_out"] else f"failure ({episode['failure'] or 'max_steps'})")
+    line = (f"episode {index + 1}/{episodes} {episode['task']} seed={episode['seed']}: {outcome} "
+            f"steps={episode['steps']} rejected={episode['rejected_commands']} wall={episode['wall_s']:.1f}s")
+    if episode.get("latency_p50_ms") is not None:
+        line += f" latency p50={episode['latency_p50_ms']:.1f}ms p99={episode['latency_p99_ms']:.1f}ms"
+    elif "latency_p50_ms" in episode:  # the mHC controller reported no inference yet
+        line += " latency n/a"
+    return line
+
+
+def _finish_bag(result: dict[str, Any], bag_dir: Path, group: ProcessGroup, out: TextIO, keep: bool) -> None:
+    """After shutdown: the recorder's bag must be complete (metadata written); its topics and counts into ``result``."""
+    from mhc_ros.bags import bag_summary
+
+    try:
+        summary = bag_summary(bag_dir) if (bag_dir / "metadata.yaml").is_file() else None
+    except Exception as err:  # an unreadable bag is this run's error, not a crash
+        summary, reason = None, f"unreadable ({type(err).__name__}: {err})"
+    else:
+        reason = "not written"
+    if summary is None:
+        if result["error"] is None and result["interrupted"] is None:
+            result["error"] = (f"bag '{bag_dir}' {reason}; last lines of {group.log_dir / (RECORDER + '.log')}:\n"
+                               f"{group.tail(RECORDER)}")
+        return
+    result["bag_topics"] = {topic: info["count"] for topic, info in summary.items()}
+    total = sum(result["bag_topics"].values())
+    if keep:
+        result["bag"] = str(bag_dir)
+        print(f"bag: {bag_dir} ({total} messages on {len(summary)} topics)", file=out, flush=True)
+
+
+def _render_video(result: dict[str, Any], bag_dir: Path, video: Path, out: TextIO) -> None:
+    """Render ``bag_dir`` to the GIF ``video``; a failure becomes the run's error."""
+    from mhc_ros.bag_import import BagError
+    from mhc_ros.bag_video import render_bag
+
+    try:
+        rendered = render_bag(bag_dir, video)
+    except (BagError, OSError, ValueError) as err:
+        if result["error"] is None:
+            result["error"] = f"video '{video}' not written: {err}"
+        return
+    result["video"], result["video_frames"] = str(rendered["path"]), rendered["frames"]
+    print(f"video: {rendered['path']} ({rendered['frames']} frames, {rendered['motion_frames']} with predicted "
+          "motion)", file=out, flush=True)
 
 
 def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, image_width: int,
@@ -292,7 +470,9 @@ def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, ima
 
 
 def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], task: str, seed: int,
-                 timeout_s: float) -> dict[str, Any]:
+                 timeout_s: float, latency: bool = False) -> dict[str, Any]:
+    """One requested episode. ``latency``: add the controller's inference p50/p99 (ms) as its next
+    ``/diagnostics`` after the episode reports them (a rolling window of its last 1000 inferences)."""
     start = time.monotonic()
     request_id = client.request(task, seed)
 
@@ -302,10 +482,16 @@ def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], ta
 
     completed = _wait(finished, timeout_s, group, client, stop)
     status = client.status if client.status and client.status.get("request_id") == request_id else {}
-    return {"task": task, "seed": seed, "success": bool(completed and status.get("success")),
-            "timed_out": not completed, "steps": status.get("step", 0), "failure": status.get("failure"),
-            "rejected_commands": status.get("rejected_commands", 0), "episode_id": status.get("episode_id"),
-            "wall_s": time.monotonic() - start}
+    episode = {"task": task, "seed": seed, "success": bool(completed and status.get("success")),
+               "timed_out": not completed, "steps": status.get("step", 0), "failure": status.get("failure"),
+               "rejected_commands": status.get("rejected_commands", 0), "episode_id": status.get("episode_id"),
+               "wall_s": time.monotonic() - start}
+    if latency:
+        ended = time.monotonic()
+        _wait(lambda: client.latency_time >= ended, LATENCY_WAIT_S, group, client, stop)
+        p50, p99 = client.latency if client.latency is not None else (None, None)
+        episode.update(latency_p50_ms=p50, latency_p99_ms=p99)
+    return episode
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -315,7 +501,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="mHC checkpoint for --policy mhc")
     parser.add_argument("--backend", default="onnxruntime",
                         help="inference backend of the mhc_controller (auto, torch, onnxruntime, tensorrt)")
-    parser.add_argument("--task", type=known_task, default="reach", help="task of every episode (default reach)")
+    parser.add_argument("--task", type=task_list, default="reach",
+                        help="task of every episode, or a comma-separated list run in turn: episode i runs task "
+                             "i mod N (default reach)")
     parser.add_argument("--episodes", type=positive_int, default=1, help="number of episodes (default 1)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first episode (default 0)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_EPISODE_TIMEOUT_S,
@@ -329,6 +517,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="keep each node's log here (default: a temporary folder, kept only on error)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result dict as JSON here")
+    parser.add_argument("--bag", type=Path, default=None,
+                        help="record the run into this new rosbag2 folder (camera, joint states, commands, "
+                             "episode status, /diagnostics and the mHC controller's predicted motion, plan, trace)")
+    parser.add_argument("--video", type=Path, default=None,
+                        help="afterwards render the run's camera frames with the predicted motion as this GIF "
+                             "(from --bag, else from a temporary bag)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -344,12 +538,14 @@ def run(args: argparse.Namespace) -> int:
                              f"{'> 0' if name == 'timeout' else '>= 0'}")
     if args.domain_id is not None and args.domain_id > 232:
         raise UsageError(f"--domain-id {args.domain_id} out of range (0..232)")
+    if args.video is not None and args.video.suffix.lower() != ".gif":
+        raise UsageError(f"--video '{args.video}' must name a .gif file")
     result = bringup_sim(policy=args.policy, task=args.task, episodes=args.episodes, seed=args.seed,
                          timeout_s=args.timeout, realtime_factor=args.realtime_factor,
                          image_width=args.image_width, image_height=args.image_height,
                          domain_id=args.domain_id, log_dir=args.log_dir,
                          checkpoint_path=None if args.checkpoint is None else str(args.checkpoint.resolve()),
-                         backend=args.backend)
+                         backend=args.backend, bag=args.bag, video=args.video)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
     if result["interrupted"] is not None:

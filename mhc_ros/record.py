@@ -27,6 +27,7 @@ DEFAULT_TOPICS = (*(spec.name for spec in EPISODE_TOPICS), TRACE_TOPIC)
 # expert controller no trace): recorded when they have a publisher once the others are there, else skipped.
 OPTIONAL_DEFAULT_TOPICS = ("/clock", "/sim/object_poses", "/sim/ee_pose", TRACE_TOPIC)
 OPTIONAL_GRACE_S = 1.0
+NODE_NAME = "mhc_recorder"  # the recorder's node (mhc bringup --bag waits for its subscriptions)
 SPIN_PERIOD_S = 0.05
 
 
@@ -85,7 +86,7 @@ def record(topics: list[str], out: Path, duration_s: float | None = None, wait_s
     stop = stop if stop is not None else []
     counts = dict.fromkeys(topics, 0)
     with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
-        node = rclpy.create_node("mhc_recorder")
+        node = rclpy.create_node(NODE_NAME)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
