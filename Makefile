@@ -16,8 +16,14 @@ $(STAMP): requirements.txt setup.py package.xml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The shipped model over ROS 2 (sim bridge + mhc_controller as processes, ONNX Runtime on CPU), one episode
+# per task on evaluation seeds; writes a bag of the run and a GIF with the predicted motion drawn.
+DEMO_OUT ?= out
 demo: venv
-	$(BIN)/mhc bringup sim --policy expert --task pick_place --episodes 3
+	rm -rf $(DEMO_OUT)/demo_bag
+	$(BIN)/mhc bringup sim --policy mhc --checkpoint model/checkpoints/mhc_s.safetensors --backend onnxruntime \
+	  --task reach,pick_place,push,intercept --episodes 4 --seed 1000000 --allow-failures \
+	  --bag $(DEMO_OUT)/demo_bag --video $(DEMO_OUT)/demo.gif
 
 test: venv
 	$(BIN)/python -m pytest
