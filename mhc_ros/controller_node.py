@@ -348,6 +348,7 @@ class ControllerNode(LifecycleNode):
             return
         self.instruction = msg.data
         self.instruction_sha = instruction_sha(msg.data)
+        self.core.clear()  # a new task: joint states from before it are not its history
         self._restart_model = True
         self.get_logger().info(f"instruction: '{msg.data}'")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,8 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
                parameters: Mapping[str, Any]) -> tuple[Commands, np.ndarray, np.ndarray]:
     """Replay the node's ticks as its trace records them; returns ``(commands, verified, model_tick)``.
 
-    Each traced tick pushes the joint state it names into the history, encodes the instruction it names,
+    Each traced tick pushes the joint state it names into the history (after clearing the core where the
+    trace shows the node did, for a new instruction), encodes the instruction it names,
     and — where the node drove (mode ``ok``) — runs the runtime on the image it names; elsewhere it holds
     as the node did. Its command lands on the recorded arm command with the same header stamp. Ticks are
     compared (``verified``) from the first restart of the core once the joint history is fully known
@@ -194,7 +196,11 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
     ticks = np.array([t for t, _ in streams.trajectory], dtype=np.int64)
     length = int(runtime.joint_history_length)
     core = ControllerCore(length, parameters)
-    command_index = {stamp: k for k, stamp in enumerate(trace.command)}
+    # recorded arm commands by header stamp, in order: under sim time several commands can share a stamp
+    # (holds while the simulation waits), so each traced command takes the next one with its stamp
+    command_index: dict[tuple[int, int], deque[int]] = defaultdict(deque)
+    for k, stamp in enumerate(trace.command):
+        command_index[stamp].append(k)
     instructions = {hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]: text for _, text in streams.instruction}
     arm, gripper = np.full((len(ticks), 7), np.nan), np.full(len(ticks), np.nan)
     verified, model_tick = np.zeros(len(ticks), bool), np.zeros(len(ticks), bool)
@@ -219,6 +225,9 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
             else:
                 joints = streams.joints[j][1]
                 if source == "tick":
+                    if entry.get("history") == 1 and core.history.samples:
+                        core.clear()  # the node cleared its core for a new instruction before this tick
+                        pushes = 0
                     core.push_joints(*joints)
                     pushes += 1
                     history_known = history_known or pushes >= length or entry.get("history") == pushes
@@ -226,7 +235,8 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
         if sha is not None and sha != encoded and sha in instructions:
             runtime.encode_instruction(instructions[sha])
             encoded = sha
-        k = command_index.get(_stamp_key(entry.get("command_stamp")) or (-1, -1))
+        queue = command_index.get(_stamp_key(entry.get("command_stamp")) or (-1, -1))
+        k = queue.popleft() if queue else None
         if entry["mode"] != "ok":
             if hold is None and joints is not None:
                 hold = joints[0][:7].copy()

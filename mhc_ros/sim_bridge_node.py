@@ -159,6 +159,7 @@ class SimBridgeNode(Node):
         self.rejected_episode = 0
         self.rejected_total = 0
         self.bad_requests = 0
+        self.stale_commands = 0  # trajectories stamped before the current episode's reset, ignored
         self.last_rejection = ""
         self.commands_since_publish = 0
         self.last_publish_wall = time.monotonic()
@@ -205,6 +206,12 @@ class SimBridgeNode(Node):
 
     # ------------------------------------------------------------------ commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:
+        stamp = conv.time_to_seconds(msg.header.stamp)
+        if self.episode_id and 0.0 < stamp < self.clock_offset - 1e-6:
+            # sent before this episode's reset (e.g. a hold of the previous episode's last pose, still in
+            # flight): it must not move the freshly reset arm nor trigger a lockstep step
+            self.stale_commands += 1
+            return
         self.commands_since_publish += 1
         try:
             self.command[:7] = conv.trajectory_target(msg, self.limits, self.period)
@@ -271,7 +278,8 @@ class SimBridgeNode(Node):
         level = DiagnosticStatus.WARN if self.rejected_episode else DiagnosticStatus.OK
         values = {"episode_id": self.episode_id, "step": self.world.steps, "done": self.done,
                   "rejected_commands": self.rejected_episode, "rejected_commands_total": self.rejected_total,
-                  "bad_episode_requests": self.bad_requests, "last_rejection": self.last_rejection}
+                  "bad_episode_requests": self.bad_requests, "stale_commands_ignored": self.stale_commands,
+                  "last_rejection": self.last_rejection}
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: commands", hardware_id="pybullet",
             message=f"{self.rejected_episode} commands rejected this episode" if self.rejected_episode else "ok",

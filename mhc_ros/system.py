@@ -76,7 +76,8 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
     task, seed: the episode the bridge starts by itself (``auto_start``); more episodes are
     requested on ``/sim/episode_request``. image_width/height: camera resolution (pixels).
     control_hz: control rate (Hz). realtime_factor: simulation speed vs wall clock (0 = as fast as
-    the controller answers). use_sim_time: the expert controller follows ``/clock``.
+    the controller answers). use_sim_time: the controller follows ``/clock`` (its command stamps are sim
+    time, so the bridge can tell a command sent before an episode's reset from one sent after it).
     checkpoint_path, backend, inference_threads: the ``mhc_controller`` of policy ``mhc`` (it ticks on
     the wall clock; in lockstep the bridge steps when its command arrives).
     Raises ``ValueError`` naming an unknown policy or a missing checkpoint.
@@ -95,7 +96,8 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
         controller = NodeDescription(
             package=PACKAGE, executable="mhc_controller", name="mhc_controller", module="mhc_ros.controller_node",
             parameters={"checkpoint_path": str(checkpoint_path), "backend": backend,
-                        "inference_threads": int(inference_threads), "control_rate_hz": float(control_hz)})
+                        "inference_threads": int(inference_threads), "control_rate_hz": float(control_hz),
+                        "use_sim_time": bool(use_sim_time)})
     else:
         controller = NodeDescription(
             package=PACKAGE, executable="mhc_expert_controller", name="mhc_expert_controller",
