@@ -159,3 +159,29 @@ def test_episode_requests_are_validated(graph):
     assert probe.status["step"] < 50 and probe.status["rejected_commands"] == 0  # a fresh episode
     assert probe.status["start_time"] > 0.0  # /clock keeps running across episodes
     spin_until(lambda: probe.diagnostics.get("bad_episode_requests") == "3")
+
+
+def test_commands_sent_before_an_episode_reset_are_ignored(graph):
+    """A hold of the previous episode's pose still in flight at a reset must not move the reset arm."""
+    bridge, probe, spin_until = graph
+    spin_until(lambda: probe.status.get("episode_id") == 1 and probe.joints is not None)
+    spin_until(lambda: probe.joint_stamp > 0.5)  # sim time runs on: the next episode starts later on /clock
+    probe.request.publish(String(data=json.dumps({"task": "reach", "seed": 1, "request_id": "r2",
+                                                  "instruction": "reach the red block"})))
+    spin_until(lambda: probe.status.get("request_id") == "r2" and probe.joint_stamp >= probe.status["start_time"])
+    spin_until(lambda: probe.instruction == "reach the red block")
+    assert probe.status["instruction"] == "reach the red block"
+    start, home = probe.status["start_time"], probe.joints[:7].copy()
+    away = home.copy()
+    away[0] += 0.4
+    old = conv.joint_trajectory_msg(away, 0.05, stamp_s=start - 0.2)  # stamped before the reset
+    probe.trajectory.publish(old)
+    spin_until(lambda: bridge.stale_commands == 1)
+    step = probe.status["step"]
+    spin_until(lambda: probe.status["step"] > step + 10)
+    np.testing.assert_allclose(probe.joints[:7], home, atol=2e-3)
+    assert probe.status["rejected_commands"] == 0
+    spin_until(lambda: probe.diagnostics.get("stale_commands_ignored") == "1")
+    fresh = conv.joint_trajectory_msg(away, 0.05, stamp_s=probe.joint_stamp)  # stamped in this episode: obeyed
+    probe.trajectory.publish(fresh)
+    spin_until(lambda: abs(probe.joints[0] - away[0]) < 5e-3)
