@@ -9,7 +9,7 @@ from mhc_sim.kinematics import PandaKinematics
 from mhc_sim.rollout import EpisodeResult, ExpertPolicy, evaluate, run_episode
 from mhc_sim.scene import DIRECTIONS, JOINT_NAMES, OBJECT_SLOTS
 from mhc_sim.tasks import HELD_OUT_TEMPLATES, SKILLS, TASKS, EpisodeSpec, TaskSpec, episode_spec, held_out_instruction
-from mhc_sim.world import Observation, TabletopWorld, WorldConfig, project_scene_points
+from mhc_sim.world import Observation, TabletopWorld, WorldConfig, project_scene_points, unproject_to_height
 
 __all__ = [
     "DIRECTIONS",
@@ -33,4 +33,5 @@ __all__ = [
     "make_expert",
     "project_scene_points",
     "run_episode",
+    "unproject_to_height",
 ]

@@ -361,6 +361,30 @@ class TabletopWorld:
         return TABLE_HALF_EXTENTS
 
 
+def _scene_camera_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Eye, unit forward / side / up axes and the focal factor 1/tan(fov/2) of the scene camera."""
+    eye = np.asarray(TabletopWorld.SCENE_CAMERA_EYE, dtype=float)
+    forward = np.asarray(TabletopWorld.SCENE_CAMERA_TARGET, dtype=float) - eye
+    forward /= np.linalg.norm(forward)
+    side = np.cross(forward, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    up = np.cross(side, forward)
+    return eye, forward, side, up, 1.0 / math.tan(math.radians(TabletopWorld.SCENE_CAMERA_FOV_DEG) / 2.0)
+
+
+def unproject_to_height(pixels: np.ndarray, z: float, width: int, height: int) -> np.ndarray:
+    """World points ``(..., 3)`` at height ``z`` seen at pixel (column, row) ``pixels (..., 2)`` of a
+    ``width``×``height`` scene-camera image: the inverse of :func:`project_scene_points` on that plane."""
+    eye, forward, side, up, focal = _scene_camera_axes()
+    pixels = np.asarray(pixels, dtype=float)
+    ndc_x = pixels[..., 0] / width * 2.0 - 1.0
+    ndc_y = 1.0 - pixels[..., 1] / height * 2.0
+    ray = (forward + (ndc_x / (focal * height / width))[..., None] * side
+           + (ndc_y / focal)[..., None] * up)  # (..., 3) per unit depth
+    depth = (z - eye[2]) / ray[..., 2]
+    return eye + depth[..., None] * ray
+
+
 def project_scene_points(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pinhole projection of world points ``(..., 3)`` into a ``width``×``height`` scene-camera image.
 
@@ -368,15 +392,9 @@ def project_scene_points(points: np.ndarray, width: int, height: int) -> np.ndar
     PyBullet's ``computeViewMatrix`` / ``computeProjectionMatrixFOV``); returns ``(..., 2)`` pixel
     (column, row), row 0 at the top, NaN for points behind the camera. No PyBullet client needed.
     """
-    eye = np.asarray(TabletopWorld.SCENE_CAMERA_EYE, dtype=float)
-    forward = np.asarray(TabletopWorld.SCENE_CAMERA_TARGET, dtype=float) - eye
-    forward /= np.linalg.norm(forward)
-    side = np.cross(forward, [0.0, 0.0, 1.0])
-    side /= np.linalg.norm(side)
-    up = np.cross(side, forward)
+    eye, forward, side, up, focal = _scene_camera_axes()
     rel = np.asarray(points, dtype=float) - eye
     depth = rel @ forward
-    focal = 1.0 / math.tan(math.radians(TabletopWorld.SCENE_CAMERA_FOV_DEG) / 2.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ndc_x = focal * (height / width) * (rel @ side) / depth
         ndc_y = focal * (rel @ up) / depth

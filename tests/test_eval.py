@@ -12,7 +12,7 @@ from mhc_sim import HELD_OUT_TEMPLATES, TASKS, TabletopWorld, WorldConfig, episo
 from mhc_sim.tasks import _fill
 
 from mhc_ros.cli import main
-from mhc_ros.evaluate import EVAL_SEED_BASE, MotionError
+from mhc_ros.evaluate import EVAL_SEED_BASE, MotionError, ball_from_image
 
 SHIPPED = Path(__file__).resolve().parents[1] / "model" / "checkpoints" / "mhc_s.safetensors"
 
@@ -47,17 +47,29 @@ def test_instruction_override_keeps_the_scene():
         world.close()
 
 
+def test_ball_is_found_in_the_camera_frame():
+    world = TabletopWorld(WorldConfig(image_width=96, image_height=96))
+    try:
+        obs = world.reset("intercept", EVAL_SEED_BASE)
+        seen = ball_from_image(obs.image)
+        assert seen is not None and np.linalg.norm(seen - obs.object_positions[4]) < 0.03  # ~1 px at 1.2 m
+        assert ball_from_image(np.zeros_like(obs.image)) is None
+    finally:
+        world.close()
+
+
 def test_motion_error_against_constant_velocity():
     error = MotionError(slot=5)
     positions = [np.array([0.1 * t, 0.0, 0.0]) for t in range(12)]  # constant velocity: 0.1 m per tick
     for t, position in enumerate(positions):
         future = np.array([[0.1 * (t + h), 0.02, 0.0] for h in range(1, 4)])  # right path, 2 cm off sideways
-        error.add(position, future)
+        error.add(position, future, seen=position + np.array([0.0, 0.0, 0.01 * (t % 2)]))  # 1 cm jitter
     error.end_episode()
     report = error.report()
     assert report["motion_ade_ball_const_velocity_m"] == pytest.approx(0.0, abs=1e-12)
     assert report["motion_ade_ball_m"] == pytest.approx(0.02)
-    assert report["motion_ade_ticks"] == 12 - 3 - 1  # t >= 1 and the whole horizon observed
+    assert report["motion_ade_ticks"] == report["motion_ade_seen_ticks"] == 12 - 3 - 1  # t >= 1, horizon seen
+    assert report["motion_ade_ball_const_velocity_seen_m"] > 0.01  # the jitter, extrapolated
     assert MotionError(slot=5).report() == {}
 
 
