@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -50,3 +51,20 @@ def writable_dir(path: Path) -> Path:
     except OSError as err:
         raise UsageError(f"output directory '{path}' is not writable ({err.strerror or err})") from None
     return path
+
+
+def controller_parameters(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` overrides of the controller's ``CORE_DEFAULTS`` (value parsed as JSON, else
+    kept as a string); raise ``UsageError`` naming an item that is not ``NAME=VALUE`` with a known NAME."""
+    from mhc_ros.controller_core import CORE_DEFAULTS
+
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in CORE_DEFAULTS:
+            raise UsageError(f"--param '{item}' invalid (expected NAME=VALUE, NAME one of {', '.join(CORE_DEFAULTS)})")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mhc_ros.cli_args import UsageError, known_task, non_negative_int, positive_int, writable_dir
+from mhc_ros.cli_args import (
+    UsageError,
+    controller_parameters,
+    known_task,
+    non_negative_int,
+    positive_int,
+    writable_dir,
+)
 
 EVAL_SEED_BASE = 1_000_000
 POLICIES = ("expert", "mhc")
@@ -46,8 +53,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="train: the episodes' own templates; held-out: paraphrases never trained on; "
                              "mixed (default): every second episode held out")
     parser.add_argument("--image-size", type=positive_int, default=96, help="scene camera width and height (px)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                        help="controller parameter for the model (e.g. ensemble_decay=0.1); repeatable")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a controller parameter of the model (e.g. ensemble_decay=0.1); repeatable")
     parser.add_argument("--video", type=Path, default=None, metavar="DIR",
                         help="write GIFs of the first --video-episodes episodes here (predicted motion drawn)")
     parser.add_argument("--video-episodes", type=positive_int, default=4, help="episodes written with --video")
@@ -56,22 +63,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime-factor", type=float, default=0.0,
                         help="--ros: simulation speed vs wall clock; 0 (default) = lockstep with the controller")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
-
-
-def controller_overrides(pairs: list[str]) -> dict[str, float | str]:
-    """``NAME=VALUE`` strings → controller parameters (numbers where they parse); names must be known."""
-    from mhc_ros.controller_core import CORE_DEFAULTS
-
-    parameters: dict[str, float | str] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or name not in CORE_DEFAULTS:
-            raise UsageError(f"--set '{pair}': expected NAME=VALUE with NAME one of {', '.join(CORE_DEFAULTS)}")
-        try:
-            parameters[name] = float(text)
-        except ValueError:
-            parameters[name] = text
-    return parameters
 
 
 def ball_from_image(image: np.ndarray, min_pixels: int = 3) -> np.ndarray | None:
@@ -203,7 +194,7 @@ def evaluate_direct(args: argparse.Namespace, policy_name: str) -> dict:
                         instructions=args.instructions)
     from mhc_ros.model_policy import RuntimePolicy
 
-    parameters = controller_overrides(args.overrides)
+    parameters = controller_parameters(args.param)
     runtime = _load_runtime(args)
     made: list = []
 
@@ -227,20 +218,17 @@ def evaluate_ros(args: argparse.Namespace, policy_name: str) -> dict:
     """The same episodes (seeds, instructions) through ``mhc bringup sim``'s processes."""
     import io
 
-    from mhc_sim import held_out_instruction
+    from mhc_sim.rollout import episode_instructions, success_by_instructions
 
     from mhc_ros.bringup import bringup_sim
 
-    if args.overrides or args.video:
-        raise UsageError("--set and --video are not available with --ros (use `mhc bringup sim --video`)")
+    if args.param or args.video:
+        raise UsageError("--param and --video are not available with --ros (use `mhc bringup sim --video`)")
     if policy_name == "mhc" and (args.checkpoint is None or not args.checkpoint.exists()):
         raise UsageError(f"--ros needs an existing --checkpoint (got '{args.checkpoint}')")
     if not math.isfinite(args.realtime_factor) or args.realtime_factor < 0:
         raise UsageError(f"--realtime-factor {args.realtime_factor} must be a finite number >= 0")
-    instructions = []
-    for index in range(args.episodes):
-        held_out = args.instructions == "held-out" or (args.instructions == "mixed" and index % 2 == 1)
-        instructions.append(held_out_instruction(args.task, args.seed + index) if held_out else None)
+    instructions = episode_instructions(args.task, args.seed, args.episodes, args.instructions)
     log = io.StringIO()
     run = bringup_sim(policy=policy_name, task=args.task, episodes=args.episodes, seed=args.seed,
                       realtime_factor=args.realtime_factor, image_width=args.image_size,
@@ -260,10 +248,7 @@ def evaluate_ros(args: argparse.Namespace, policy_name: str) -> dict:
               "failures": failures, "seeds": [e["seed"] for e in episodes],
               "failed_seeds": [e["seed"] for e in episodes if not e["success"]],
               "instructions": args.instructions, "wall_time_s": run["wall_s"], "ros": True}
-    for name, chosen in (("train", False), ("held_out", True)):
-        subset = [e["success"] for e, text in zip(episodes, instructions, strict=True) if (text is not None) == chosen]
-        if subset and args.instructions != "train":
-            result[f"success_rate_{name}_instructions"] = sum(subset) / len(subset)
+    result.update(success_by_instructions([e["success"] for e in episodes], instructions, args.instructions))
     latencies = [e.get("latency_p50_ms") for e in episodes if e.get("latency_p50_ms") is not None]
     if latencies:
         result.update(latency_p50_ms=float(np.median(latencies)),

@@ -30,7 +30,7 @@ import numpy as np
 
 from mhc_ros import control_logic as cl
 from mhc_ros.bag_import import JOINT_NAMES, BagError, Streams, latest_before, parse_topic_map, read_streams
-from mhc_ros.cli_args import UsageError
+from mhc_ros.cli_args import UsageError, controller_parameters
 from mhc_ros.controller_core import CORE_DEFAULTS, ControllerCore
 
 TRACE_TOPIC = "/mhc/controller_tick"
@@ -331,20 +331,6 @@ def format_report(bag: Path, report: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``name=value`` overrides of :data:`CORE_DEFAULTS` (value parsed as JSON, else string)."""
-    params: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in CORE_DEFAULTS:
-            raise UsageError(f"--param '{item}' invalid (expected NAME=VALUE, NAME one of {', '.join(CORE_DEFAULTS)})")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
-    return params
-
-
 def replay(bag: Path, checkpoint: Path, backend: str = "torch", tolerance: float = DEFAULT_TOLERANCE,
            topic_map: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
            update: bool = False, threads: int = 1, return_payload: bool = False) -> dict | tuple[dict, dict]:
@@ -446,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint is None:
             raise UsageError("--checkpoint is required (or --play)")
         topic_map = parse_topic_map(args.topic_map)
-        params = parse_params(args.param)
+        params = controller_parameters(args.param)
         reports, updates = [], []
         for bag in args.bags:
             report, payload = replay(bag, args.checkpoint, args.backend, args.tolerance, topic_map, params,

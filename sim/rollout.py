@@ -90,6 +90,29 @@ def run_episode(world: TabletopWorld, task: str, seed: int, policy: Policy,
 INSTRUCTION_SETS = ("train", "held-out", "mixed")
 
 
+def episode_instructions(task: str, seed: int, episodes: int, instructions: str) -> list[str | None]:
+    """Per episode (seeds ``seed ..``), the instruction replacing its own, or None to keep it: ``train``
+    keeps every one, ``held-out`` replaces every one with a paraphrase from ``HELD_OUT_TEMPLATES``,
+    ``mixed`` every second one (episodes 1, 3, ...)."""
+    if instructions not in INSTRUCTION_SETS:
+        raise ValueError(f"instructions={instructions!r} unknown ({', '.join(INSTRUCTION_SETS)})")
+    held_out = [instructions == "held-out" or (instructions == "mixed" and i % 2 == 1) for i in range(episodes)]
+    return [held_out_instruction(task, seed + i) if h else None for i, h in enumerate(held_out)]
+
+
+def success_by_instructions(successes: list[bool], replaced: list[str | None], instructions: str) -> dict[str, float]:
+    """``success_rate_train_instructions`` / ``success_rate_held_out_instructions`` of a run whose episodes
+    had ``replaced`` instructions (:func:`episode_instructions` for ``instructions``); empty for ``train``."""
+    if instructions == "train":
+        return {}
+    rates = {}
+    for name, held_out in (("train", False), ("held_out", True)):
+        subset = [ok for ok, text in zip(successes, replaced, strict=True) if (text is not None) == held_out]
+        if subset:
+            rates[f"success_rate_{name}_instructions"] = sum(subset) / len(subset)
+    return rates
+
+
 def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[], Policy] = ExpertPolicy,
              config: WorldConfig | None = None, instructions: str = "train",
              on_step: Callable[[TabletopWorld, int, Observation, np.ndarray], None] | None = None,
@@ -104,20 +127,16 @@ def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes!r} must be >= 1")
-    if instructions not in INSTRUCTION_SETS:
-        raise ValueError(f"instructions={instructions!r} unknown ({', '.join(INSTRUCTION_SETS)})")
+    replaced = episode_instructions(task, seed, episodes, instructions)
     world = TabletopWorld(config or WorldConfig(render=False))
     policy = policy_factory()
-    results, held_out = [], []
+    step_hook = None if on_step is None else (lambda t, obs, action: on_step(world, t, obs, action))
+    results = []
     start = time.perf_counter()
     try:
-        for index, s in enumerate(range(seed, seed + episodes)):
-            paraphrase = instructions == "held-out" or (instructions == "mixed" and index % 2 == 1)
-            step_hook = None if on_step is None else (lambda t, obs, action: on_step(world, t, obs, action))
-            result = run_episode(world, task, s, policy, on_step=step_hook,
-                                 instruction=held_out_instruction(task, s) if paraphrase else None)
+        for s, instruction in zip(range(seed, seed + episodes), replaced, strict=True):
+            result = run_episode(world, task, s, policy, on_step=step_hook, instruction=instruction)
             results.append(result)
-            held_out.append(paraphrase)
             if on_result is not None:
                 on_result(result)
     finally:
@@ -135,8 +154,5 @@ def evaluate(task: str, episodes: int, seed: int = 0, policy_factory: Callable[[
         "instructions": instructions,
         "wall_time_s": wall,
     }
-    for name, chosen in (("train", False), ("held_out", True)):
-        subset = [r.success for r, h in zip(results, held_out, strict=True) if h == chosen]
-        if subset and instructions != "train":
-            summary[f"success_rate_{name}_instructions"] = sum(subset) / len(subset)
+    summary.update(success_by_instructions([r.success for r in results], replaced, instructions))
     return summary

@@ -98,6 +98,6 @@ def test_shipped_checkpoint_predicts_the_ball(capsys):
 
 def test_bad_override_is_named(capsys):
     code = main(["eval", "--checkpoint", str(SHIPPED), "--task", "reach", "--episodes", "1",
-                 "--set", "warp_speed=9"])
+                 "--param", "warp_speed=9"])
     assert code == 2
     assert "warp_speed=9" in capsys.readouterr().err
