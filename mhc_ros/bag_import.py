@@ -66,9 +66,18 @@ class Streams:
     object_poses: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An exception as one line: its message's first line, else its type's name."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def require_bag_dir(path: str | Path) -> Path:
+    """``path`` as a rosbag2 directory; :class:`BagError` (one line) when it has no ``metadata.yaml``."""
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise BagError(f"bag '{path}' not found (expected a rosbag2 directory with metadata.yaml)")
+    return path
 
 
 def _decode(key: str, msg, topic: str):
@@ -109,11 +118,9 @@ def read_streams(path: str | Path, topic_map: Mapping[str, str] | None = None,
     """
     from rosbags.rosbag2 import Reader
 
-    path = Path(path)
+    path = require_bag_dir(path)
     topics = {key: (topic_map or {}).get(key, default) for key, (default, _, _) in STREAMS.items()}
     required = required if required is not None else tuple(k for k, (_, _, req) in STREAMS.items() if req)
-    if not (path / "metadata.yaml").is_file():
-        raise BagError(f"bag '{path}' not found (expected a rosbag2 directory with metadata.yaml)")
     streams = Streams(path=path, topics=topics)
     try:
         with Reader(path) as reader:
@@ -137,12 +144,12 @@ def read_streams(path: str | Path, topic_map: Mapping[str, str] | None = None,
                     value = _decode(key, TYPESTORE.deserialize_cdr(raw, conn.msgtype), conn.topic)
                 except Exception as err:
                     raise BagError(f"message on '{conn.topic}' at {t_ns * 1e-9:.3f} s in bag '{path}' "
-                                   f"cannot be decoded: {_first_line(err)}") from None
+                                   f"cannot be decoded: {first_line(err)}") from None
                 getattr(streams, key).append((int(t_ns), value))
     except BagError:
         raise
     except Exception as err:  # rosbags' reader errors: corrupt or truncated storage, bad metadata
-        raise BagError(f"bag '{path}' unreadable: {_first_line(err)}") from None
+        raise BagError(f"bag '{path}' unreadable: {first_line(err)}") from None
     for key in required:
         if not getattr(streams, key):
             raise BagError(f"bag '{path}' has no messages on '{topics[key]}' ({key})")

@@ -5,13 +5,13 @@ Messages go out as the recorded CDR bytes, with the QoS their recorder saw offer
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mhc_ros.bag_import import BagError
+from mhc_ros.bag_import import BagError, first_line, require_bag_dir
+from mhc_ros.processes import signals_recorded
 
 
 def _rclpy_qos(offered: list) -> Any:
@@ -51,15 +51,11 @@ def play(bag: Path, rate: float = 1.0, out=sys.stdout, delay_s: float = 3.0) -> 
     from rclpy.signals import SignalHandlerOptions
     from rosbags.rosbag2 import Reader
 
-    bag = Path(bag)
-    if not (bag / "metadata.yaml").is_file():
-        raise BagError(f"bag '{bag}' not found (expected a rosbag2 directory with metadata.yaml)")
+    bag = require_bag_dir(bag)
     stop: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
     published = 0
     try:
-        with Reader(bag) as reader, rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
+        with signals_recorded(stop), Reader(bag) as reader, rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
             node = rclpy.create_node("mhc_replay_player")
             publishers = {conn.id: node.create_publisher(message_class(conn.msgtype), conn.topic,
                                                          _rclpy_qos(conn.ext.offered_qos_profiles))
@@ -84,9 +80,6 @@ def play(bag: Path, rate: float = 1.0, out=sys.stdout, delay_s: float = 3.0) -> 
     except BagError:
         raise
     except Exception as err:
-        raise BagError(f"bag '{bag}' cannot be played: {str(err).splitlines()[0] if str(err) else err}") from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        raise BagError(f"bag '{bag}' cannot be played: {first_line(err)}") from None
     print(f"played {published} messages from {bag}" + (" (interrupted)" if stop else ""), file=out)
     return 128 + stop[0] if stop else 0

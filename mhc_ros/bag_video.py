@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mhc_ros.bag_import import BagError
+from mhc_ros.bag_import import BagError, first_line, require_bag_dir
 from mhc_ros.cli_args import UsageError, positive_int
 from mhc_ros.system import CONTROLLER_TOPICS
 
@@ -137,9 +137,7 @@ def read_bag(path: str | Path, fps: float = DEFAULT_FPS, image_topic: str | None
     from mhc_ros.bags import TYPESTORE
     from mhc_ros.conversions import image_from_buffer
 
-    path = Path(path)
-    if not (path / "metadata.yaml").is_file():
-        raise BagError(f"bag '{path}' not found (expected a rosbag2 directory with metadata.yaml)")
+    path = require_bag_dir(path)
     interval_ns = round(1e9 / fps)
     frames: list[Frame] = []
     motions: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -171,8 +169,7 @@ def read_bag(path: str | Path, fps: float = DEFAULT_FPS, image_topic: str | None
     except BagError:
         raise
     except Exception as err:  # rosbags: truncated / corrupt storage, unknown message definitions
-        text = str(err).strip().splitlines()
-        raise BagError(f"bag '{path}' unreadable: {text[0] if text else type(err).__name__}") from None
+        raise BagError(f"bag '{path}' unreadable: {first_line(err)}") from None
     if not frames:
         raise BagError(f"bag '{path}' has no image on '{topic}'")
     return BagContents(frames, motions, sorted(episodes.values(), key=lambda e: e.start_time), topic)
