@@ -226,7 +226,10 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
                 joints = streams.joints[j][1]
                 if source == "tick":
                     if entry.get("history") == 1 and core.history.samples:
-                        core.clear()  # the node cleared its core for a new instruction before this tick
+                        # the node cleared its core for a new instruction before this tick; only the history
+                        # matters here (chunks and tick restart on its next model tick anyway), and clearing
+                        # just it stays exact when the history holds one sample and fills to 1 every tick
+                        core.history.clear()
                         pushes = 0
                     core.push_joints(*joints)
                     pushes += 1
