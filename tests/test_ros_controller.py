@@ -22,6 +22,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from ros_spin import spin_until_function  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -148,13 +149,7 @@ def graph(monkeypatch, checkpoint):
     executor.add_node(node)
     executor.add_node(probe.node)
 
-    def spin_until(condition, timeout_s=10.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
-            if condition():
-                return True
-        raise AssertionError(f"condition not met within {timeout_s} s")
+    spin_until = spin_until_function(executor, poll_s=0.01, default_timeout_s=10.0)
 
     def spin_for(seconds):
         deadline = time.monotonic() + seconds
