@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mhc_ros import control_logic as cl
 from mhc_ros.bag_import import BagError, first_line, require_bag_dir
 from mhc_ros.cli_args import UsageError, positive_int
 from mhc_ros.system import CONTROLLER_TOPICS
@@ -33,8 +34,8 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 MOTION_TOPIC = "/mhc/predicted_motion"
 MOTION_TYPE = "visualization_msgs/msg/MarkerArray"
 STATUS_TOPIC = "/sim/episode_status"
-MOTION_NAMESPACE = "mhc_motion/"
-MOTION_SLOTS = 7  # the 6 object slots (mhc_sim.OBJECT_SLOTS order) + the end effector
+MOTION_NAMESPACE = cl.MOTION_MARKER_NAMESPACE
+MOTION_SLOTS = len(cl.MOTION_SLOTS)  # the 6 object slots (mhc_sim.OBJECT_SLOTS order) + the end effector
 # visualization_msgs/Marker constants
 LINE_STRIP, ADD, DELETE, DELETEALL = 4, 0, 2, 3
 DEFAULT_FPS = 10.0

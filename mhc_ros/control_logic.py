@@ -319,6 +319,15 @@ class LatencyStats:
         return tuple(float(v) * 1e3 for v in values)
 
 
+# Predicted-motion slots in model order (the simulation's 6 object slots + the end effector), the
+# namespace prefix of their markers on /mhc/predicted_motion, and the colour each path is drawn in
+# (RViz markers and GIF videos alike), RGB in [0, 1].
+MOTION_SLOTS = ("red_cube", "green_cube", "blue_cube", "yellow_cube", "ball", "bin", "end_effector")
+MOTION_MARKER_NAMESPACE = "mhc_motion/"
+MOTION_SLOT_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.3, 0.9), (0.9, 0.9, 0.1), (1.0, 0.55, 0.0),
+                       (0.6, 0.35, 0.15), (0.0, 0.9, 0.9))
+
+
 @dataclass(frozen=True)
 class MotionPaths:
     """Predicted paths for visualisation: ``points (H, 7, 3)`` m of 6 object slots + EE, which are shown."""

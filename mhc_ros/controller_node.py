@@ -47,9 +47,6 @@ from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 NODE_NAME = "mhc_controller"
 TRACE_TOPIC = "/mhc/controller_tick"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-MOTION_SLOTS = ("red_cube", "green_cube", "blue_cube", "yellow_cube", "ball", "bin", "end_effector")
-SLOT_COLOURS = ((0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.3, 0.9), (0.9, 0.9, 0.1), (0.9, 0.5, 0.1),
-                (0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
 
 # name -> (default, description); every one is a ROS parameter of the node (see config/controller.yaml).
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -477,13 +474,13 @@ class ControllerNode(LifecycleNode):
     def _markers(self, paths: cl.MotionPaths) -> MarkerArray:
         stamp = self.get_clock().now().to_msg()
         markers = MarkerArray()
-        for slot, name in enumerate(MOTION_SLOTS[: paths.points.shape[1]]):
-            marker = Marker(ns=f"mhc_motion/{name}", id=slot, type=Marker.LINE_STRIP)
+        for slot, name in enumerate(cl.MOTION_SLOTS[: paths.points.shape[1]]):
+            marker = Marker(ns=f"{cl.MOTION_MARKER_NAMESPACE}{name}", id=slot, type=Marker.LINE_STRIP)
             marker.header.frame_id, marker.header.stamp = str(self.p["marker_frame_id"]), stamp
             if paths.shown[slot]:
                 marker.action = Marker.ADD
                 marker.scale.x = 0.005
-                r, g, b = SLOT_COLOURS[slot]
+                r, g, b = cl.MOTION_SLOT_COLOURS[slot]
                 marker.color = ColorRGBA(r=r, g=g, b=b, a=1.0)
                 marker.pose.orientation.w = 1.0
                 marker.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in paths.points[:, slot]]

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mhc_ros.control_logic import MOTION_SLOT_COLOURS
+
 SCALE = 3  # 96-pixel camera frames are drawn 3× larger, nearest neighbour
-# one colour per motion slot: the 6 object slots (OBJECT_SLOTS order) + the end effector
-SLOT_COLOURS = ((230, 40, 40), (40, 200, 60), (60, 90, 255), (240, 210, 30), (150, 90, 40), (255, 140, 0),
-                (0, 230, 230))
+# one colour per motion slot, as the controller's RViz markers (control_logic.MOTION_SLOT_COLOURS), 0–255
+SLOT_COLOURS = tuple(tuple(round(255 * c) for c in rgb) for rgb in MOTION_SLOT_COLOURS)
 
 Projector = Callable[[np.ndarray], np.ndarray]
 
