@@ -35,6 +35,7 @@ class CollectJob:
     write_bag: bool
     keep_failed: bool
     action_noise: float = 0.0
+    grasp_miss: float = 0.0
 
 
 def episode_name(task: str, seed: int) -> str:
@@ -64,7 +65,7 @@ class NoisyExecution:
 
 
 STEP_KEYS = ("images", "joint_positions", "joint_velocities", "actions", "ee_positions", "ee_orientations",
-             "object_positions", "object_orientations", "object_velocities", "phase", "sim_time")
+             "object_positions", "object_orientations", "object_velocities", "phase", "sim_time", "train_mask")
 
 
 def record_episode(world, task: str, seed: int, expert,
@@ -72,7 +73,8 @@ def record_episode(world, task: str, seed: int, expert,
     """Run ``expert`` (an ``ExpertPolicy``) on episode (task, seed) of ``world`` and record it.
 
     Returns the shard arrays (observation t and the action chosen from it share index t) and the
-    episode's outcome. ``action_noise``: see :class:`NoisyExecution`.
+    episode's outcome. ``action_noise``: see :class:`NoisyExecution`. ``train_mask`` is False on the
+    steps of a deliberate miss (``ExpertPolicy(grasp_miss=...)``): kept as context, never imitated.
     """
     from mhc_sim import run_episode
 
@@ -89,14 +91,15 @@ def record_episode(world, task: str, seed: int, expert,
                            ("object_positions", obs.object_positions),
                            ("object_orientations", obs.object_orientations),
                            ("object_velocities", obs.object_velocities), ("phase", expert.phase),
-                           ("sim_time", obs.sim_time)):
+                           ("sim_time", obs.sim_time), ("train_mask", expert.demonstrating)):
             steps[key].append(value)
 
     result = run_episode(world, task, seed, policy, on_step=record)
-    dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64}
+    dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64, "train_mask": bool}
     arrays = {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in steps.items()}
     arrays["object_present"] = present[0]
-    return arrays, {"success": bool(result.success), "steps": len(steps["actions"])}
+    return arrays, {"success": bool(result.success), "steps": len(steps["actions"]),
+                    "regrasps": int(getattr(expert.expert, "regrasps", 0))}
 
 
 _WORKER: tuple | None = None
@@ -111,6 +114,7 @@ def _worker_for(job: CollectJob):
     config = WorldConfig(image_width=job.image_width, image_height=job.image_height, control_hz=job.control_hz)
     if _WORKER is None or _WORKER[0].config != config:
         _WORKER = (TabletopWorld(config), ExpertPolicy())
+    _WORKER[1].grasp_miss = job.grasp_miss
     return _WORKER
 
 
@@ -182,6 +186,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-failed", action="store_true", help="also write episodes the expert failed")
     parser.add_argument("--action-noise", type=float, default=0.0,
                         help="std (rad) of noise added to the executed arm targets; labels stay the expert's")
+    parser.add_argument("--grasp-miss", type=float, default=0.0,
+                        help="probability of a deliberate first-grasp miss (2.5-3.5 cm off) that the expert "
+                             "recovers from; the miss is masked out of training (train_mask)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--task and --episodes are required (or --from-bags DIR)")
     if not np.isfinite(args.action_noise) or args.action_noise < 0:
         raise UsageError(f"--action-noise {args.action_noise} must be a finite value ≥ 0 (rad)")
+    if not 0.0 <= args.grasp_miss <= 1.0:
+        raise UsageError(f"--grasp-miss {args.grasp_miss} must be a probability in [0, 1]")
     out = writable_dir(args.out)
     for sub in ("shards", "bags"):
         (out / sub).mkdir(exist_ok=True)
@@ -207,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"episode '{clashes[0]}' already exists in '{out}' (choose another --out or --seed)")
     jobs = [
         CollectJob(task, seed, str(out), args.image_width, args.image_height, args.control_hz,
-                   not args.no_bags, args.keep_failed, args.action_noise)
+                   not args.no_bags, args.keep_failed, args.action_noise, args.grasp_miss)
         for task in args.task
         for seed in range(args.seed, args.seed + args.episodes)
     ]

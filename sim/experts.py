@@ -21,6 +21,7 @@ HOVER = 0.10          # grasp-frame height above a cube's centre before descendi
 CARRY_Z = 0.22        # carrying height (m), clears the bin rim with the cube hanging below
 STEP = 0.02           # default Cartesian step per control period (m)
 YAW_STEP = 0.15       # max yaw change per control period (rad)
+MISS_CLEARANCE = 0.06  # lifting this far above a cube that stayed on the table means the grasp missed (m)
 INTERCEPT_OFFSET = 0.10  # the hand waits this far past the table centre line, on the ball's far side (m)
 
 
@@ -43,9 +44,14 @@ def _cube_grasp_yaw(quaternion: np.ndarray) -> float:
 class Expert:
     """Plan-following expert. ``act(obs) -> (8,)`` action; ``phase`` indexes ``episode.plan``."""
 
-    def __init__(self, episode: EpisodeSpec, kinematics: PandaKinematics | None = None) -> None:
+    def __init__(self, episode: EpisodeSpec, kinematics: PandaKinematics | None = None,
+                 grasp_miss: float = 0.0) -> None:
+        """``grasp_miss`` (m, signed): the first grasp aims this far off the cube's centre along the hand's
+        x axis (across the fingers' closing direction), so the fingers close beside the cube — a
+        deliberate miss that shows the recovery (see :attr:`demonstrating`). 0: no miss."""
         self.episode = episode
         self._kinematics = kinematics or PandaKinematics()
+        self._grasp_miss = float(grasp_miss)
         self.reset()
 
     def reset(self) -> None:
@@ -59,6 +65,13 @@ class Expert:
         self._anchor: np.ndarray | None = None
         self._start: dict[str, np.ndarray] = {}
         self._ball: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
+        self._miss = self._grasp_miss
+        self.regrasps = 0
+
+    @property
+    def demonstrating(self) -> bool:
+        """False while a deliberate miss (``grasp_offset``) is under way: those actions are not to be imitated."""
+        return self._miss == 0.0
 
     # ------------------------------------------------------------------ main loop
     def act(self, obs: Observation) -> np.ndarray:
@@ -71,6 +84,12 @@ class Expert:
         if obs.object_present[OBJECT_SLOTS.index("ball")]:
             self._ball.append((float(obs.sim_time), np.array(obs.object_positions[OBJECT_SLOTS.index("ball")])))
         skill, target = self.episode.plan[self.phase]
+        if skill == "lift" and self._missed(obs, target):
+            self.phase = self.episode.plan.index(("move_to", target))  # open, re-approach, grasp again
+            self._stage, self._count, self._anchor = 0, 0, None
+            self._miss = 0.0
+            self.regrasps += 1
+            skill, target = self.episode.plan[self.phase]
         goal, width, yaw, step, done = getattr(self, f"_{skill}")(obs, target)
         if done and self.phase < len(self.episode.plan) - 1:
             self.phase += 1
@@ -93,6 +112,15 @@ class Expert:
         assert self._cmd is not None
         return bool(np.linalg.norm(self._cmd - goal) < 1e-6 and np.linalg.norm(obs.ee_position - goal) < tolerance)
 
+    def _miss_offset(self, yaw: float) -> np.ndarray:
+        """World offset (3,) of a deliberate miss: ``grasp_miss`` along the hand's x axis at ``yaw``."""
+        return self._miss * np.array([np.cos(yaw), np.sin(yaw), 0.0])
+
+    def _missed(self, obs: Observation, target: str) -> bool:
+        """Lifting, the hand well above the cube, and the cube still on the table: the grasp missed."""
+        cube = self._obj(obs, target)
+        return bool(obs.ee_position[2] - cube[2] > MISS_CLEARANCE and cube[2] < CUBE_HALF + 0.01)
+
     def _next_skill(self) -> str | None:
         plan = self.episode.plan
         return plan[self.phase + 1][0] if self.phase + 1 < len(plan) else None
@@ -112,7 +140,7 @@ class Expert:
             d = np.array(DIRECTIONS[self.episode.direction or "left"])
             goal = obj - d * (CUBE_HALF + 0.04) + _up(HOVER)
             return goal, 0.0, self._push_yaw(d), STEP, self._arrived(obs, goal, 0.015)
-        goal = obj + _up(HOVER)
+        goal = obj + _up(HOVER) + self._miss_offset(yaw)
         aligned = abs(np.angle(np.exp(1j * (yaw - self._yaw)))) < 0.05
         return goal, MAX_GRIPPER_WIDTH, yaw, STEP, aligned and self._arrived(obs, goal, 0.012)
 
@@ -124,7 +152,7 @@ class Expert:
     def _grasp(self, obs: Observation, target: str) -> tuple[np.ndarray, float, float, float, bool]:
         yaw = self._yaw
         if self._stage == 0:  # descend around the cube with the fingers open
-            goal = self._obj(obs, target) + _up(0.002)
+            goal = self._obj(obs, target) + _up(0.002) + self._miss_offset(yaw)
             if self._arrived(obs, goal, 0.008):
                 self._stage, self._anchor = 1, goal
             return goal, MAX_GRIPPER_WIDTH, yaw, 0.015, False
@@ -212,6 +240,7 @@ class Expert:
 PUSH_OVERSHOOT = 0.13  # push this far (m) so the 0.10 m success margin survives the cube sliding back
 
 
-def make_expert(episode: EpisodeSpec, kinematics: PandaKinematics | None = None) -> Expert:
+def make_expert(episode: EpisodeSpec, kinematics: PandaKinematics | None = None,
+                grasp_miss: float = 0.0) -> Expert:
     """The scripted expert for ``episode`` (any task in ``TASKS``); pass ``kinematics`` to share an IK client."""
-    return Expert(episode, kinematics)
+    return Expert(episode, kinematics, grasp_miss)

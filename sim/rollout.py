@@ -23,15 +23,36 @@ class Policy(Protocol):
     def act(self, obs: Observation) -> np.ndarray: ...
 
 
-class ExpertPolicy:
-    """The scripted expert behind the ``Policy`` interface; one IK client reused across episodes."""
+GRASP_MISS_RANGE = (0.035, 0.045)  # metres off the cube's centre of a deliberate miss, either side
 
-    def __init__(self) -> None:
+
+class ExpertPolicy:
+    """The scripted expert behind the ``Policy`` interface; one IK client reused across episodes.
+
+    ``grasp_miss``: probability that an episode with a grasp starts with a deliberate miss (the first
+    grasp aimed ``GRASP_MISS_RANGE`` beside the cube, drawn from the episode's seed), so recordings show
+    the expert re-grasping; :attr:`demonstrating` is False during the miss.
+    """
+
+    def __init__(self, grasp_miss: float = 0.0) -> None:
+        if not 0.0 <= grasp_miss <= 1.0:
+            raise ValueError(f"grasp_miss={grasp_miss} must be in [0, 1]")
         self._kinematics = PandaKinematics()
+        self.grasp_miss = grasp_miss
         self.expert: Expert | None = None
 
     def reset(self, episode: EpisodeSpec) -> None:
-        self.expert = Expert(episode, self._kinematics)
+        miss = 0.0
+        if self.grasp_miss > 0 and any(skill == "grasp" for skill, _ in episode.plan):
+            rng = np.random.default_rng([episode.seed, 2])
+            if rng.random() < self.grasp_miss:
+                miss = float(rng.choice([-1.0, 1.0]) * rng.uniform(*GRASP_MISS_RANGE))
+        self.expert = Expert(episode, self._kinematics, miss)
+
+    @property
+    def demonstrating(self) -> bool:
+        """False while the expert performs a deliberate miss (not to be imitated)."""
+        return self.expert is None or self.expert.demonstrating
 
     def act(self, obs: Observation) -> np.ndarray:
         if self.expert is None:

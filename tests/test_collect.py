@@ -14,7 +14,7 @@ SHARD_KEYS = {
     "images": (np.uint8, 4), "joint_positions": (np.float32, 2), "joint_velocities": (np.float32, 2),
     "actions": (np.float32, 2), "ee_positions": (np.float32, 2), "object_positions": (np.float32, 3),
     "object_velocities": (np.float32, 3), "object_present": (np.bool_, 1), "phase": (np.int16, 1),
-    "sim_time": (np.float64, 1),
+    "sim_time": (np.float64, 1), "train_mask": (np.bool_, 1),
 }
 
 
@@ -47,6 +47,25 @@ def test_collect_writes_shards_and_bags(tmp_path, capsys):
         assert summary["/arm_controller/joint_trajectory"]["count"] == steps
 
 
+def test_deliberate_grasp_miss_is_recovered_and_masked(tmp_path):
+    """--grasp-miss 1: every pick_place episode starts with a miss beside the cube; the expert notices
+    the empty lift, re-grasps and succeeds; the steps of the miss are masked out of training."""
+    assert main(["collect", "--task", "pick_place,reach", "--episodes", "2", "--seed", "300000", "--out",
+                 str(tmp_path), "--workers", "2", "--no-bags", "--grasp-miss", "1"]) == 0
+    manifest = {e["name"]: e for e in json.loads((tmp_path / "manifest.json").read_text())["episodes"]}
+    for name, entry in manifest.items():
+        assert entry["success"], entry
+        with np.load(tmp_path / "shards" / f"{name}.npz", allow_pickle=False) as shard:
+            mask, phase = shard["train_mask"], shard["phase"]
+        if name.startswith("reach"):  # no grasp: nothing to miss
+            assert entry["regrasps"] == 0 and mask.all()
+            continue
+        assert entry["regrasps"] == 1
+        first = int(np.argmax(mask))  # the miss: a masked prefix, then the recovery is imitated
+        assert 0 < first < len(mask) and not mask[:first].any() and mask[first:].all()
+        assert phase[first - 1] == 2 and phase[first] == 0  # lifting when it noticed, back to move_to
+
+
 def test_collect_refuses_to_overwrite(tmp_path):
     argv = ["collect", "--task", "reach", "--episodes", "1", "--out", str(tmp_path), "--workers", "1", "--no-bags"]
     assert main(argv) == 0
@@ -57,6 +76,7 @@ def test_collect_refuses_to_overwrite(tmp_path):
     (["collect", "--task", "fly", "--episodes", "1", "--out", "OUT"], "'fly'"),
     (["collect", "--task", "reach", "--episodes", "-3", "--out", "OUT"], "-3"),
     (["collect", "--task", "reach", "--episodes", "1", "--out", "/proc/mhc-out"], "'/proc/mhc-out'"),
+    (["collect", "--task", "reach", "--episodes", "1", "--out", "OUT", "--grasp-miss", "1.5"], "1.5"),
     (["eval", "--policy", "expert", "--task", "fly", "--episodes", "1"], "'fly'"),
     (["eval", "--policy", "expert", "--task", "reach", "--episodes", "-1"], "-1"),
     (["eval", "--policy", "magic", "--task", "reach", "--episodes", "1"], "'magic'"),
