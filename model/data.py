@@ -1,8 +1,9 @@
 """Training data: the shards written by ``mhc collect`` (see docs/contracts.md), in memory.
 
-Each sample is (episode, step t): inputs ``joint_history`` t−Hj+1..t (first state repeated before
-the start), the image at t (resized to the model input once, at load), the instruction;
-labels: actions t..t+K−1 (last repeated), object/end-effector positions t+1..t+H (last repeated),
+Each sample is (episode, step t) with ``train_mask[t]`` true (all steps when a shard has no mask; false
+marks a scripted deliberate mistake, kept as history and future but never a sample): inputs
+``joint_history`` t−Hj+1..t (first state repeated before the start), the image at t (resized to the
+model input once, at load), the instruction; labels: actions t..t+K−1 (last repeated), object/end-effector positions t+1..t+H (last repeated),
 presence flags, the episode's plan and the phase at t. Augmentations (colour jitter, small random
 crops) run batched on the training device.
 """
@@ -72,7 +73,7 @@ class ShardDataset:
             raise ValueError("ShardDataset needs at least one episode")
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
-        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of = [], [], [], [], [], []
+        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of, trainable = [], [], [], [], [], [], []
         offset = 0
         for ei, ep in enumerate(episodes):
             a = ep.arrays
@@ -99,6 +100,7 @@ class ShardDataset:
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
+            trainable.append(np.asarray(a.get("train_mask", np.ones(T, bool)), dtype=bool))
             offset += T
         self.images = torch.cat(images)  # (F, 3, S, S) uint8
         self.joints = torch.from_numpy(np.concatenate(joints).astype(np.float32))  # (F, 18)
@@ -115,9 +117,13 @@ class ShardDataset:
         self.hist_idx = torch.from_numpy(np.concatenate(hist_idx))  # (F, Hj)
         self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
         self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
+        self.samples = torch.from_numpy(np.flatnonzero(np.concatenate(trainable)))  # (S,) frames to imitate
+        if len(self.samples) == 0:
+            raise ValueError("ShardDataset: every step of these episodes is masked out (train_mask)")
 
     def __len__(self) -> int:
-        return len(self.actions)
+        """Samples (frames with ``train_mask``), the range of :meth:`batch`'s indices."""
+        return len(self.samples)
 
     def to(self, device: torch.device | str) -> ShardDataset:
         """Move every tensor (images stay uint8) to ``device``, e.g. the GPU for fast batching."""
@@ -138,7 +144,8 @@ class ShardDataset:
         }
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``index (B,)`` frame ids → batch dict (CPU tensors; images float in [0, 1])."""
+        """``index (B,)`` sample ids (``0 <= i < len(self)``) → batch dict (images float in [0, 1])."""
+        index = self.samples[index]  # frame ids
         ep = self.episode[index]
         return {
             "instruction_ids": self.ids[ep],
