@@ -10,13 +10,15 @@ untrusted path cannot execute code; a file that is not safetensors is rejected.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from mhc_model.config import MHCConfig
 from mhc_model.policy import MHCPolicy
-from mhc_model.tokenizers import LabelVocabulary, Vocabulary
+from mhc_model.tokenizers import LabelVocabulary, Vocabulary, split_words
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -78,6 +80,35 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
     policy.model.load_state_dict(state, strict=True)
     policy.to(map_location)
     return policy, json.loads(meta.get("extra", "{}"))
+
+
+def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
+    """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
+    (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
+    visual position embeddings are resized bilinearly to the new patch grid. Raises if a training
+    ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
+    """
+    source, _ = load_policy(path)
+    old = source.config
+    differ = sorted(k for k, v in config.to_dict().items()
+                    if k not in ("name", "image_size", "vocab_size", "num_skills", "num_targets")
+                    and v != old.to_dict()[k])
+    if differ:
+        raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} "
+                         "(only image_size may change)")
+    unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
+    if unknown:
+        raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
+    config = config.replace(vocab_size=old.vocab_size, num_skills=old.num_skills, num_targets=old.num_targets)
+    policy = MHCPolicy(config, source.vocabulary, source.skills, source.targets)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in source.model.state_dict().items()}
+    pos = state["vis_tokens.pos"]  # (n_old, d) → (n_new, d) over the square patch grid
+    side_old, side_new = math.isqrt(pos.shape[0]), config.image_size // config.patch_size
+    grid = pos.T.reshape(1, -1, side_old, side_old)
+    grid = F.interpolate(grid, size=(side_new, side_new), mode="bilinear", align_corners=False)
+    state["vis_tokens.pos"] = grid.reshape(-1, side_new * side_new).T.contiguous()
+    policy.model.load_state_dict(state, strict=True)
+    return policy
 
 
 def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:

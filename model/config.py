@@ -207,6 +207,7 @@ _TINY = dict(
 )
 # Shipping preset: MHCConfig defaults with the batch-1 cost cut where it is spent (measured with ONNX
 # Runtime on 2 CPU cores): 4 action steps per query token, 64×64 input (16 patches), 4 layers.
+# (96×96 input, fine-tuned: 5.0–5.2 ms instead of 2.6–2.9 on that CPU; bench/results/finetune_96px/.)
 _S = dict(name="s", action_steps_per_query=4, image_size=64, n_layers=4)
 
 

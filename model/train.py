@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from mhc_model.checkpoint import load_optimizer, load_policy, save_checkpoint, save_optimizer
+from mhc_model.checkpoint import init_from, load_optimizer, load_policy, save_checkpoint, save_optimizer
 from mhc_model.config import MHCConfig, load_config
 from mhc_model.data import (
     ShardDataset,
@@ -61,6 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and crops")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
+    parser.add_argument("--init", default=None, metavar="CHECKPOINT",
+                        help="fine-tune: start from this checkpoint's weights, vocabularies and normalisers; "
+                             "--config may differ only in image_size (position embeddings are resized)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting in validation records")
@@ -76,6 +79,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0")
     if not 0.0 <= args.min_lr_ratio <= 1.0:
         raise ValueError(f"--min-lr-ratio={args.min_lr_ratio} must be in [0, 1]")
+    if args.init and args.resume:
+        raise ValueError("--init and --resume exclude each other (--resume continues the run's own checkpoint)")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"--device={args.device!r} unknown (auto, cpu, cuda)")
 
@@ -222,6 +227,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         policy, extra = load_policy(resume_path)
         start_step = int(extra.get("step", 0))
         cfg = policy.config
+    elif args.init:
+        policy = init_from(args.init, cfg, [by_name[n].meta["instruction"] for n in train_names])
+        cfg = policy.config
     else:
         vocab, skills, targets = build_vocabularies([by_name[n] for n in train_names])
         cfg = cfg.replace(vocab_size=len(vocab), num_skills=max(cfg.num_skills, len(skills)),
@@ -234,7 +242,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         train_set.to(device)
         if val_set is not train_set:
             val_set.to(device)
-    if not args.resume:
+    if not args.resume and not args.init:
         stats = train_set.statistics()
         policy.model.phys_tokens.norm.set_stats(*stats["joints"])
         policy.model.heads.action_norm.set_stats(*stats["actions"])
