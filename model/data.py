@@ -3,9 +3,9 @@
 Each sample is (episode, step t) with ``train_mask[t]`` true (all steps when a shard has no mask; false
 marks a scripted deliberate mistake, kept as history and future but never a sample): inputs
 ``joint_history`` t−Hj+1..t (first state repeated before the start), the image at t (resized to the
-model input once, at load), the instruction; labels: actions t..t+K−1 (last repeated), object/end-effector positions t+1..t+H (last repeated),
-presence flags, the episode's plan and the phase at t. Augmentations (colour jitter, small random
-crops) run batched on the training device.
+model input once, at load), the instruction; labels: actions t..t+K−1 (last repeated), object and
+end-effector positions t+1..t+H (last repeated), presence flags, the episode's plan and the phase at t.
+Augmentations (colour jitter, small random crops) run batched on the training device.
 """
 
 from __future__ import annotations
