@@ -118,8 +118,12 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 @torch.no_grad()
 def evaluate(policy: MHCPolicy, dataset: ShardDataset, device: torch.device, args: argparse.Namespace,
-             autocast: Any) -> dict[str, Any]:
-    """Mean losses per head and routing metrics over (up to ``val_batches``) validation batches."""
+             autocast: Any, batch_size: int) -> dict[str, Any]:
+    """Mean losses per head and routing metrics over the first ``val_batches`` batches of ``batch_size``.
+
+    ``batch_size`` is the global batch (per-process batch × processes), so validation covers the same
+    samples whatever the number of GPUs and the curves of 1- and N-GPU runs compare.
+    """
     was_training = policy.training
     policy.eval()
     sums: dict[str, float] = {}
@@ -127,10 +131,10 @@ def evaluate(policy: MHCPolicy, dataset: ShardDataset, device: torch.device, arg
     cfg = policy.config
     stats = RoutingStats(cfg.n_layers, cfg.experts_per_domain) if not cfg.dense else None
     modality = policy.model.modality_labels("full").to(device)
-    for start in range(0, len(dataset), args.batch_size):
+    for start in range(0, len(dataset), batch_size):
         if batches >= args.val_batches:
             break
-        index = torch.arange(start, min(start + args.batch_size, len(dataset)), device=dataset.images.device)
+        index = torch.arange(start, min(start + batch_size, len(dataset)), device=dataset.images.device)
         batch = _to(dataset.batch(index), device)
         with autocast():
             _, loss_dict = policy(batch)
@@ -334,11 +338,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if step % args.log_every == 0 or step == args.steps:
             mean = {k: sum(d[k] for d in window) / len(window) for k in window[0]}
             window = []
+            if world > 1:  # the logged training loss is the mean over every rank's samples
+                values = torch.tensor(list(mean.values()), dtype=torch.float64, device=device)
+                dist.all_reduce(values)
+                mean = dict(zip(mean, (values / world).tolist(), strict=True))
             log({"step": step, "split": "train", "lr": lr_at(step - 1, args), **mean,
                  "samples_per_s": samples / t_train if t_train else None})
             summary["last_train"] = mean
         if step % args.val_every == 0 or step == args.steps:
-            record = evaluate(policy, val_set, device, args, autocast) if is_main else {}
+            record = evaluate(policy, val_set, device, args, autocast, args.batch_size * world) if is_main else {}
             if is_main:
                 log({"step": step, "split": "val", **record, **flops})
                 extra_state = {"step": step, "best_val": min(best, record.get("loss", best)), "seed": args.seed}

@@ -5,12 +5,14 @@ import json
 import pickle
 import time
 
+import numpy as np
 import pytest
 import torch
 from mhc_model import flops as flops_cli
 from mhc_model import train as train_cli
-from mhc_model.checkpoint import load_policy, save_checkpoint
-from mhc_model.data import list_shards, split_episodes
+from mhc_model.checkpoint import init_from, load_policy, save_checkpoint
+from mhc_model.config import preset
+from mhc_model.data import ShardDataset, build_vocabularies, list_shards, load_episode, split_episodes
 from mhc_model.flops import example_inputs
 
 
@@ -151,3 +153,82 @@ def test_bench_flops_json(capsys):
     assert control["ratio_vs_dense_full"] <= 0.6
     bad = flops_cli.configure_parser(argparse.ArgumentParser()).parse_args(["--preset", "xxl"])
     assert flops_cli.run(bad) == 2
+
+
+def test_masked_steps_are_context_not_samples(shards):
+    """train_mask False (a scripted deliberate mistake) keeps the step as history/future, never as a sample."""
+    episodes = [load_episode(p) for p in list_shards(shards)]
+    T = len(episodes[0].arrays["actions"])
+    mask = np.arange(T) >= T // 2
+    episodes[0].arrays["train_mask"] = mask
+    cfg = preset("tiny")
+    vocab, skills, targets = build_vocabularies(episodes)
+    ds = ShardDataset(episodes, cfg, vocab, skills, targets)
+    frames = sum(len(e.arrays["actions"]) for e in episodes)
+    assert len(ds) == frames - T // 2
+    first = ds.batch(torch.arange(1))
+    assert torch.equal(first["action"][0, 0], torch.from_numpy(episodes[0].arrays["actions"][T // 2]))
+    # its history still reaches back into the masked steps
+    assert torch.equal(first["joint_history"][0, 0, :9],
+                       torch.from_numpy(episodes[0].arrays["joint_positions"][T // 2 - cfg.joint_history + 1]))
+    episodes[0].arrays["train_mask"] = np.zeros(T, bool)
+    with pytest.raises(ValueError, match="masked out"):
+        ShardDataset(episodes[:1], cfg, vocab, skills, targets)
+
+
+def test_init_fine_tunes_at_another_image_size(overfit_run, shards, tmp_path):
+    source = overfit_run[0] / "checkpoints" / "last.safetensors"
+    old, _ = load_policy(source)
+    new = init_from(source, preset("tiny").replace(image_size=48), [old.vocabulary.words[3]])  # 4×4 → 6×6
+    assert new.config.image_size == 48 and new.vocabulary.words == old.vocabulary.words
+    assert new.model.vis_tokens.pos.shape == (36, old.config.d_model)
+    old_state, new_state = old.model.state_dict(), new.model.state_dict()
+    assert all(torch.equal(old_state[k], new_state[k]) for k in old_state if k != "vis_tokens.pos")
+    # bilinear resize: the corner patches keep their embedding's neighbourhood, the mean is kept
+    assert torch.allclose(new.model.vis_tokens.pos.mean(0), old.model.vis_tokens.pos.mean(0), atol=0.05)
+    with pytest.raises(ValueError, match="not in its vocabulary"):
+        init_from(source, preset("tiny"), ["fly to the moon"])
+    bigger = tmp_path / "tiny48.json"  # and through `mhc train --init`
+    bigger.write_text(new.config.to_json())
+    args = _args(shards, tmp_path / "ft", "--steps", "1", "--batch-size", "4", "--val-every", "1",
+                 "--val-batches", "1", "--no-flops", "--init", str(source))
+    args.config = str(bigger)
+    train_cli.train(args)
+    assert load_policy(tmp_path / "ft" / "checkpoints" / "last.safetensors")[0].config.image_size == 48
+
+
+def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys):
+    wider = tmp_path / "wide.json"
+    wider.write_text(preset("tiny").replace(d_model=96).to_json())
+    args = _args(shards, tmp_path / "ft", "--init", str(overfit_run[0] / "checkpoints" / "last.safetensors"))
+    args.config = str(wider)
+    assert train_cli.run(args) == 2
+    assert "d_model" in capsys.readouterr().err
+    args = _args(shards, tmp_path / "ft", "--init", "x.safetensors", "--resume")
+    assert train_cli.run(args) == 2
+    assert "--init and --resume" in capsys.readouterr().err
+
+
+def _torchrun(n: int, shards, out, per_process_batch: int) -> dict:
+    """`mhc train` under torchrun with ``n`` CPU processes (gloo); returns the step-1 validation record."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+               "-m", "mhc_model.train", "--config", "tiny", "--data", str(shards), "--out", str(out),
+               "--steps", "1", "--val-every", "1", "--val-batches", "1", "--batch-size", str(per_process_batch),
+               "--lr", "0", "--no-augment", "--no-progress", "--no-flops", "--threads", "1", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in records if r["split"] == "val")
+
+
+def test_ddp_two_processes_validate_like_one(shards, tmp_path):
+    """Same global batch on 1 and 2 processes: one checkpoint (rank 0), and the validation covers the same
+    samples (global batch), so with lr 0 the two runs report the same validation loss."""
+    one = _torchrun(1, shards, tmp_path / "n1", 8)
+    two = _torchrun(2, shards, tmp_path / "n2", 4)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert json.loads((tmp_path / "n2" / "config.json").read_text())["world_size"] == 2
+    assert load_policy(tmp_path / "n2" / "checkpoints" / "last.safetensors")[1]["step"] == 1
