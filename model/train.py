@@ -366,6 +366,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     "train_seconds": t_train, "flops": flops})
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if world > 1:  # leave together: a rank that tears its process group down while a peer still works can abort
+        dist.barrier()
     return summary
 
 

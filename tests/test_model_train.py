@@ -214,12 +214,15 @@ def _torchrun(n: int, shards, out, per_process_batch: int) -> dict:
     import subprocess
     import sys
 
+    logs = out.parent / f"logs_{out.name}"  # each rank's stdout/stderr, shown if the run fails
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "mhc_model.train", "--config", "tiny", "--data", str(shards), "--out", str(out),
+               "--log-dir", str(logs), "--redirects", "3", "-m", "mhc_model.train", "--config", "tiny",
+               "--data", str(shards), "--out", str(out),
                "--steps", "1", "--val-every", "1", "--val-batches", "1", "--batch-size", str(per_process_batch),
                "--lr", "0", "--no-augment", "--no-progress", "--no-flops", "--threads", "1", "--device", "cpu"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = "".join(f"\n--- {f}\n{f.read_text()[-1500:]}" for f in sorted(logs.rglob("stderr.log")))
+    assert result.returncode == 0, result.stderr[-1500:] + ranks
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return next(r for r in records if r["split"] == "val")
 
