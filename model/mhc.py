@@ -177,8 +177,9 @@ class ExpertBank(nn.Module):
         order = flat.argsort()  # assignments grouped by expert
         expert = flat.index_select(0, order)  # (N·k,) expert of each sorted assignment
         token = order // k  # (N·k,) its token
-        counts = torch.bincount(flat, minlength=n_experts)  # (E,)
-        capacity = int(counts.max())  # host sync: the padded buffer's size
+        # (E,) assignments per expert; scatter_add, not bincount, whose CUDA kernel reads min/max on the host
+        counts = flat.new_zeros(n_experts).scatter_add_(0, flat, torch.ones_like(flat))
+        capacity = int(counts.max())  # the one host sync: the padded buffer's size
         starts = counts.cumsum(0) - counts
         slot = expert * capacity + torch.arange(N * k, device=x.device) - starts.index_select(0, expert)
         buf = x.new_zeros(n_experts * capacity, d).index_copy(0, slot, x.index_select(0, token))

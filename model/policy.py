@@ -56,10 +56,10 @@ class MHCPolicy(nn.Module):
         modality = self.model.modality_labels("full").to(batch["image"].device).repeat(B)  # (B·T,)
         aux = routing_losses(routings, modality, cfg)
         loss = task + sum(aux.values()) if aux else task
-        loss_dict = {"loss": float(loss.detach()), "loss_task": float(task.detach())}
-        loss_dict.update({f"loss_{k}": float(v.detach()) for k, v in heads.items()})
-        loss_dict.update({f"aux_{k}": float(v.detach()) for k, v in aux.items()})
-        return loss, loss_dict
+        terms = {"loss": loss, "loss_task": task, **{f"loss_{k}": v for k, v in heads.items()},
+                 **{f"aux_{k}": v for k, v in aux.items()}}
+        values = torch.stack([v.detach().float() for v in terms.values()]).tolist()  # one device→host copy
+        return loss, dict(zip(terms, values, strict=True))
 
     # inference -----------------------------------------------------------------------------------
     def reset(self) -> None:
