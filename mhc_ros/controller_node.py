@@ -184,7 +184,6 @@ class ControllerNode(LifecycleNode):
         self.backend = str(getattr(self.runtime, "backend", p["backend"]))
         # The per-tick arithmetic lives in ControllerCore, shared with RuntimePolicy and ``mhc replay``.
         self.core = ControllerCore(history_length, p)
-        self.history, self.blender, self.limiter = self.core.history, self.core.blender, self.core.limiter
         self.watchdog = cl.Watchdog(("image", "joint_states"), float(p["stale_timeout_s"]))
         self.inference_latency = cl.LatencyStats()
         self.tick_latency = cl.LatencyStats()
