@@ -99,7 +99,7 @@ def record_episode(world, task: str, seed: int, expert,
     arrays = {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in steps.items()}
     arrays["object_present"] = present[0]
     return arrays, {"success": bool(result.success), "steps": len(steps["actions"]),
-                    "regrasps": int(getattr(expert.expert, "regrasps", 0))}
+                    "regrasps": expert.expert.regrasps}
 
 
 _WORKER: tuple | None = None
@@ -187,8 +187,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--action-noise", type=float, default=0.0,
                         help="std (rad) of noise added to the executed arm targets; labels stay the expert's")
     parser.add_argument("--grasp-miss", type=float, default=0.0,
-                        help="probability of a deliberate first-grasp miss (2.5-3.5 cm off) that the expert "
-                             "recovers from; the miss is masked out of training (train_mask)")
+                        help="probability of a deliberate first-grasp miss (3.5-4.5 cm beside the cube) that the "
+                             "expert recovers from; the miss is masked out of training (train_mask)")
 
 
 def run(args: argparse.Namespace) -> int:

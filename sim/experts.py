@@ -45,13 +45,13 @@ class Expert:
     """Plan-following expert. ``act(obs) -> (8,)`` action; ``phase`` indexes ``episode.plan``."""
 
     def __init__(self, episode: EpisodeSpec, kinematics: PandaKinematics | None = None,
-                 grasp_miss: float = 0.0) -> None:
-        """``grasp_miss`` (m, signed): the first grasp aims this far off the cube's centre along the hand's
+                 miss_offset: float = 0.0) -> None:
+        """``miss_offset`` (m, signed): the first grasp aims this far off the cube's centre along the hand's
         x axis (across the fingers' closing direction), so the fingers close beside the cube — a
         deliberate miss that shows the recovery (see :attr:`demonstrating`). 0: no miss."""
         self.episode = episode
         self._kinematics = kinematics or PandaKinematics()
-        self._grasp_miss = float(grasp_miss)
+        self._first_miss = float(miss_offset)
         self.reset()
 
     def reset(self) -> None:
@@ -65,12 +65,12 @@ class Expert:
         self._anchor: np.ndarray | None = None
         self._start: dict[str, np.ndarray] = {}
         self._ball: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
-        self._miss = self._grasp_miss
+        self._miss = self._first_miss
         self.regrasps = 0
 
     @property
     def demonstrating(self) -> bool:
-        """False while a deliberate miss (``grasp_offset``) is under way: those actions are not to be imitated."""
+        """False while a deliberate miss (``miss_offset``) is under way: those actions are not to be imitated."""
         return self._miss == 0.0
 
     # ------------------------------------------------------------------ main loop
@@ -113,7 +113,7 @@ class Expert:
         return bool(np.linalg.norm(self._cmd - goal) < 1e-6 and np.linalg.norm(obs.ee_position - goal) < tolerance)
 
     def _miss_offset(self, yaw: float) -> np.ndarray:
-        """World offset (3,) of a deliberate miss: ``grasp_miss`` along the hand's x axis at ``yaw``."""
+        """World offset (3,) of a deliberate miss: ``miss_offset`` along the hand's x axis at ``yaw``."""
         return self._miss * np.array([np.cos(yaw), np.sin(yaw), 0.0])
 
     def _missed(self, obs: Observation, target: str) -> bool:
@@ -240,7 +240,6 @@ class Expert:
 PUSH_OVERSHOOT = 0.13  # push this far (m) so the 0.10 m success margin survives the cube sliding back
 
 
-def make_expert(episode: EpisodeSpec, kinematics: PandaKinematics | None = None,
-                grasp_miss: float = 0.0) -> Expert:
+def make_expert(episode: EpisodeSpec, kinematics: PandaKinematics | None = None) -> Expert:
     """The scripted expert for ``episode`` (any task in ``TASKS``); pass ``kinematics`` to share an IK client."""
-    return Expert(episode, kinematics, grasp_miss)
+    return Expert(episode, kinematics)
