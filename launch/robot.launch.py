@@ -36,10 +36,8 @@ ARGUMENTS = {
 
 
 def _robot_nodes(values: dict) -> list:
-    topics = {name: values.pop(name) for name in CONTROLLER_TOPICS if values.get(name)}
-    for name in CONTROLLER_TOPICS:
-        values.pop(name, None)
-    return robot_system(topics=topics, **values)
+    topics = {name: values.pop(name, None) for name in CONTROLLER_TOPICS}
+    return robot_system(topics={name: topic for name, topic in topics.items() if topic}, **values)
 
 
 def generate_launch_description():
