@@ -5,7 +5,9 @@ marks a scripted deliberate mistake, kept as history and future but never a samp
 ``joint_history`` t−Hj+1..t (first state repeated before the start), the image at t (resized to the
 model input once, at load), the instruction; labels: actions t..t+K−1 (last repeated), object and
 end-effector positions t+1..t+H (last repeated), presence flags, the episode's plan and the phase at t.
-Augmentations (colour jitter, small random crops) run batched on the training device.
+Augmentations (colour jitter, small random crops, instruction word dropout) run batched on the training
+device. Steps just after a masked stretch (the recovery from a deliberate mistake) can be sampled several
+times per epoch (``recovery_repeats``): they are few, and they are what the mask is there to teach.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mhc_model.config import MHCConfig
-from mhc_model.tokenizers import NONE, LabelVocabulary, Vocabulary, resize_images
+from mhc_model.tokenizers import BOS, NONE, PAD, UNK, LabelVocabulary, Vocabulary, resize_images
+
+RECOVERY_WINDOW = 50  # steps after a masked stretch that count as its recovery (re-approach, grasp, lift)
 
 
 @dataclass
@@ -64,13 +68,30 @@ def build_vocabularies(episodes: list[Episode]) -> tuple[Vocabulary, LabelVocabu
     return vocab, skills, targets
 
 
+def sample_repeats(train_mask: np.ndarray, recovery_repeats: int, window: int = RECOVERY_WINDOW) -> np.ndarray:
+    """Times each step of an episode is sampled per epoch: 0 where ``train_mask`` is false,
+    ``recovery_repeats`` for the ``window`` steps after each masked stretch, 1 elsewhere."""
+    mask = np.asarray(train_mask, dtype=bool)
+    repeats = mask.astype(np.int64)
+    ends = np.flatnonzero(~mask[:-1] & mask[1:]) + 1  # first step after each masked stretch
+    for end in ends:
+        span = slice(end, min(end + window, len(mask)))
+        repeats[span] = np.where(mask[span], recovery_repeats, 0)
+    return repeats
+
+
 class ShardDataset:
-    """All frames of some episodes as tensors; ``batch(indices)`` builds an input+label dict."""
+    """All frames of some episodes as tensors; ``batch(indices)`` builds an input+label dict.
+
+    ``recovery_repeats``: how often each recovery step (see :func:`sample_repeats`) is a sample.
+    """
 
     def __init__(self, episodes: list[Episode], cfg: MHCConfig, vocab: Vocabulary,
-                 skills: LabelVocabulary, targets: LabelVocabulary):
+                 skills: LabelVocabulary, targets: LabelVocabulary, recovery_repeats: int = 1):
         if not episodes:
             raise ValueError("ShardDataset needs at least one episode")
+        if recovery_repeats < 1:
+            raise ValueError(f"recovery_repeats={recovery_repeats} must be >= 1")
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
         plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of, trainable = [], [], [], [], [], [], []
@@ -100,7 +121,7 @@ class ShardDataset:
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
-            trainable.append(np.asarray(a.get("train_mask", np.ones(T, bool)), dtype=bool))
+            trainable.append(sample_repeats(a.get("train_mask", np.ones(T, bool)), recovery_repeats))
             offset += T
         self.images = torch.cat(images)  # (F, 3, S, S) uint8
         self.joints = torch.from_numpy(np.concatenate(joints).astype(np.float32))  # (F, 18)
@@ -117,12 +138,13 @@ class ShardDataset:
         self.hist_idx = torch.from_numpy(np.concatenate(hist_idx))  # (F, Hj)
         self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
         self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
-        self.samples = torch.from_numpy(np.flatnonzero(np.concatenate(trainable)))  # (S,) frames to imitate
+        repeats = np.concatenate(trainable)
+        self.samples = torch.from_numpy(np.repeat(np.arange(len(repeats)), repeats))  # (S,) frames to imitate
         if len(self.samples) == 0:
             raise ValueError("ShardDataset: every step of these episodes is masked out (train_mask)")
 
     def __len__(self) -> int:
-        """Samples (frames with ``train_mask``), the range of :meth:`batch`'s indices."""
+        """Samples (frames with ``train_mask``, recovery steps repeated), the range of :meth:`batch`'s indices."""
         return len(self.samples)
 
     def to(self, device: torch.device | str) -> ShardDataset:
@@ -187,6 +209,16 @@ def augment_images(images: torch.Tensor, generator: torch.Generator, max_shift: 
     grey = out.mean(dim=1, keepdim=True)
     out = (out - grey) * saturation + grey
     return out.clamp(0.0, 1.0)
+
+
+def drop_words(ids: torch.Tensor, generator: torch.Generator, p: float, vocab: Vocabulary) -> torch.Tensor:
+    """Instruction word dropout: each word id of ``ids (B, L)`` becomes ``<unk>`` with probability ``p``
+    (``<bos>`` and padding stay), so the policy leans on the words that matter and copes with unseen ones."""
+    if p <= 0:
+        return ids
+    words = (ids != vocab.index[BOS]) & (ids != vocab.index[PAD])
+    drop = (torch.rand(ids.shape, generator=generator) < p).to(ids.device) & words
+    return torch.where(drop, torch.full_like(ids, vocab.index[UNK]), ids)
 
 
 def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:

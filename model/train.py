@@ -28,6 +28,7 @@ from mhc_model.data import (
     ShardDataset,
     augment_images,
     build_vocabularies,
+    drop_words,
     epoch_order,
     list_shards,
     load_episode,
@@ -59,7 +60,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--no-augment", action="store_true", help="disable colour jitter and crops")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="disable colour jitter, crops and word dropout")
+    parser.add_argument("--word-dropout", type=float, default=0.0,
+                        help="probability that an instruction word becomes <unk> in a training sample")
+    parser.add_argument("--recovery-repeats", type=int, default=1,
+                        help="times per epoch each step after a masked deliberate mistake is sampled "
+                             "(its recovery; `mhc collect --grasp-miss`)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
     parser.add_argument("--init", default=None, metavar="CHECKPOINT",
                         help="fine-tune: start from this checkpoint's weights, vocabularies and normalisers; "
@@ -71,7 +78,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ["steps", "batch_size", "val_every", "log_every", "val_batches"]:
+    for name in ["steps", "batch_size", "val_every", "log_every", "val_batches", "recovery_repeats"]:
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be > 0")
     for name in ["lr", "warmup", "weight_decay", "grad_clip", "threads"]:
@@ -79,6 +86,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0")
     if not 0.0 <= args.min_lr_ratio <= 1.0:
         raise ValueError(f"--min-lr-ratio={args.min_lr_ratio} must be in [0, 1]")
+    if not 0.0 <= args.word_dropout < 1.0:
+        raise ValueError(f"--word-dropout={args.word_dropout} must be in [0, 1)")
     if args.init and args.resume:
         raise ValueError("--init and --resume exclude each other (--resume continues the run's own checkpoint)")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
@@ -239,7 +248,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         cfg = cfg.replace(vocab_size=len(vocab), num_skills=max(cfg.num_skills, len(skills)),
                           num_targets=max(cfg.num_targets, len(targets)))
         policy = MHCPolicy(cfg, vocab, skills, targets)
-    train_set = ShardDataset([by_name[n] for n in train_names], cfg, policy.vocabulary, policy.skills, policy.targets)
+    train_set = ShardDataset([by_name[n] for n in train_names], cfg, policy.vocabulary, policy.skills, policy.targets,
+                             recovery_repeats=args.recovery_repeats)
     val_set = (ShardDataset([by_name[n] for n in val_names], cfg, policy.vocabulary, policy.skills, policy.targets)
                if val_names else train_set)
     if device.type == "cuda":  # the whole (small) dataset on the GPU: batching is a gather
@@ -309,6 +319,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         batch = _to(train_set.batch(index.to(train_set.images.device)), device)
         if not args.no_augment:
             batch["image"] = augment_images(batch["image"], gen)
+            batch["instruction_ids"] = drop_words(batch["instruction_ids"], gen, args.word_dropout, policy.vocabulary)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
         with autocast():

@@ -12,7 +12,15 @@ from mhc_model import flops as flops_cli
 from mhc_model import train as train_cli
 from mhc_model.checkpoint import init_from, load_policy, save_checkpoint
 from mhc_model.config import preset
-from mhc_model.data import ShardDataset, build_vocabularies, list_shards, load_episode, split_episodes
+from mhc_model.data import (
+    ShardDataset,
+    build_vocabularies,
+    drop_words,
+    list_shards,
+    load_episode,
+    sample_repeats,
+    split_episodes,
+)
 from mhc_model.flops import example_inputs
 
 
@@ -174,6 +182,41 @@ def test_masked_steps_are_context_not_samples(shards):
     episodes[0].arrays["train_mask"] = np.zeros(T, bool)
     with pytest.raises(ValueError, match="masked out"):
         ShardDataset(episodes[:1], cfg, vocab, skills, targets)
+
+
+def test_recovery_steps_are_sampled_repeatedly(shards):
+    """The steps right after a masked stretch (the recovery) appear ``recovery_repeats`` times per epoch."""
+    mask = np.array([1, 0, 0, 1, 1, 1, 0, 1, 1], bool)
+    assert sample_repeats(mask, 3, window=2).tolist() == [1, 0, 0, 3, 3, 1, 0, 3, 3]
+    assert sample_repeats(np.ones(5, bool), 4).tolist() == [1] * 5  # no mistake, no recovery
+    episodes = [load_episode(p) for p in list_shards(shards)]
+    T = len(episodes[0].arrays["actions"])
+    episodes[0].arrays["train_mask"] = np.arange(T) >= 10
+    cfg = preset("tiny")
+    vocab, skills, targets = build_vocabularies(episodes)
+    once = ShardDataset(episodes, cfg, vocab, skills, targets)
+    thrice = ShardDataset(episodes, cfg, vocab, skills, targets, recovery_repeats=3)
+    recovery = min(T - 10, 50)
+    assert len(thrice) == len(once) + 2 * recovery
+    first = thrice.batch(torch.arange(3))  # step 10 three times
+    assert all(torch.equal(first["action"][i, 0], torch.from_numpy(episodes[0].arrays["actions"][10]))
+               for i in range(3))
+    with pytest.raises(ValueError, match="recovery_repeats"):
+        ShardDataset(episodes, cfg, vocab, skills, targets, recovery_repeats=0)
+
+
+def test_word_dropout_replaces_words_only():
+    from mhc_model.tokenizers import Vocabulary
+
+    vocab = Vocabulary.build(["put the red cube in the bin"])
+    ids, _ = vocab.encode_batch(["put the red cube in the bin"] * 200, 12)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(drop_words(ids, gen, 0.0, vocab), ids)
+    dropped = drop_words(ids, gen, 0.3, vocab)
+    unk, changed = vocab.index["<unk>"], dropped != ids
+    assert torch.all(dropped[changed] == unk)
+    assert torch.equal(dropped[:, 0], ids[:, 0]) and torch.equal(dropped[:, 8:], ids[:, 8:])  # <bos>, padding kept
+    assert 0.2 < changed[:, 1:8].float().mean() < 0.4
 
 
 def test_init_fine_tunes_at_another_image_size(overfit_run, shards, tmp_path):
