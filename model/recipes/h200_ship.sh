@@ -6,14 +6,15 @@
 # 0.66; bench/results/train_h200_v2/README.md).
 # A device call is limited to 10 minutes, so each call trains for at most BUDGET_S seconds and a later
 # call with --resume continues both runs (same STEPS: the cosine schedule is fixed by it).
-# Usage: [INIT_DIR=DIR] [CONFIG_DIR=DIR] [LR=1e-3] [BATCH=256] [WORD_DROPOUT=0] [RECOVERY_REPEATS=1]
+# Usage: [INIT_DIR=DIR] [CONFIG_DIR=DIR] [LR=1e-3] [BATCH=256] [WORD_DROPOUT=0] [RECOVERY_REPEATS=1] [THREADS=8]
 #        model/recipes/h200_ship.sh SHARDS_DIR OUT_DIR STEPS [--resume]
 # SHARDS_DIR holds `mhc collect` shards (see model/recipes/README.md for the collect lines).
 # INIT_DIR: fine-tune from DIR/mhc_s.safetensors and DIR/mhc_dense_s.safetensors (`mhc train --init`).
 # CONFIG_DIR: train DIR/s.json and DIR/dense_s.json instead of the presets (e.g. model/recipes/finetune_96px).
 # BATCH: a step costs ~75-80 ms whatever the batch (host-bound), so 1024 trains ~3.7x more samples/s than
-# the shipped run's 256 (scale LR with it; README, multi-GPU results).
-# WORD_DROPOUT, RECOVERY_REPEATS: `mhc train --word-dropout` / `--recovery-repeats`.
+# the first shipped run's 256 (scale LR with it; README, multi-GPU results).
+# WORD_DROPOUT, RECOVERY_REPEATS: `mhc train --word-dropout` / `--recovery-repeats`. THREADS: CPU threads
+# per run (torch's default of one per core made two runs on a 32-core host stall while loading).
 # With two GPUs visible the two runs get one each (the step is host-bound: sharing one GPU slows both).
 set -o pipefail
 DATA=$1; OUT=$2; STEPS=$3; RESUME=${4:-}; BUDGET_S=${BUDGET_S:-540}; LR=${LR:-1e-3}; BATCH=${BATCH:-256}
