@@ -14,7 +14,7 @@
 # BATCH: a step costs ~75-80 ms whatever the batch (host-bound), so 1024 trains ~3.7x more samples/s than
 # the first shipped run's 256 (scale LR with it; README, multi-GPU results).
 # WORD_DROPOUT, RECOVERY_REPEATS: `mhc train --word-dropout` / `--recovery-repeats`. THREADS: CPU threads
-# per run (torch's default of one per core made two runs on a 32-core host stall while loading).
+# per run (with torch's default of one per core, two runs on a 32-core host wrote nothing in 9 minutes).
 # With two GPUs visible the two runs get one each (the step is host-bound: sharing one GPU slows both).
 set -o pipefail
 DATA=$1; OUT=$2; STEPS=$3; RESUME=${4:-}; BUDGET_S=${BUDGET_S:-540}; LR=${LR:-1e-3}; BATCH=${BATCH:-256}
