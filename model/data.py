@@ -94,7 +94,7 @@ class ShardDataset:
             raise ValueError(f"recovery_repeats={recovery_repeats} must be >= 1")
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
-        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of, trainable = [], [], [], [], [], [], []
+        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of, sample_counts = [], [], [], [], [], [], []
         offset = 0
         for ei, ep in enumerate(episodes):
             a = ep.arrays
@@ -121,7 +121,7 @@ class ShardDataset:
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
-            trainable.append(sample_repeats(a.get("train_mask", np.ones(T, bool)), recovery_repeats))
+            sample_counts.append(sample_repeats(a.get("train_mask", np.ones(T, bool)), recovery_repeats))
             offset += T
         self.images = torch.cat(images)  # (F, 3, S, S) uint8
         self.joints = torch.from_numpy(np.concatenate(joints).astype(np.float32))  # (F, 18)
@@ -138,7 +138,7 @@ class ShardDataset:
         self.hist_idx = torch.from_numpy(np.concatenate(hist_idx))  # (F, Hj)
         self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
         self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
-        repeats = np.concatenate(trainable)
+        repeats = np.concatenate(sample_counts)  # (F,) times each frame is a sample
         self.samples = torch.from_numpy(np.repeat(np.arange(len(repeats)), repeats))  # (S,) frames to imitate
         if len(self.samples) == 0:
             raise ValueError("ShardDataset: every step of these episodes is masked out (train_mask)")
