@@ -137,7 +137,9 @@ def test_reproducible_with_seed(shards, tmp_path):
 
 
 @pytest.mark.parametrize(("flag", "value", "named"), [("--steps", "-5", "--steps"), ("--config", "huge", "huge"),
-                                                      ("--batch-size", "0", "--batch-size")])
+                                                      ("--batch-size", "0", "--batch-size"),
+                                                      ("--word-dropout", "1.5", "--word-dropout=1.5"),
+                                                      ("--recovery-repeats", "0", "--recovery-repeats=0")])
 def test_cli_bad_values_exit_2(shards, tmp_path, capsys, flag, value, named):
     args = _args(shards, tmp_path, flag, value)
     assert train_cli.run(args) == 2
