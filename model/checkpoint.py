@@ -85,17 +85,19 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
     """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
-    visual position embeddings are resized bilinearly to the new patch grid. Raises if a training
-    ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
+    visual position embeddings are resized bilinearly to the new patch grid; and ``ee_pose_features``
+    may be turned on: its projection starts at zero, so the fine-tune starts from the checkpoint's
+    function. Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it
+    would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
     differ = sorted(k for k, v in config.to_dict().items()
                     if k not in ("name", "image_size", "vocab_size", "num_skills", "num_targets")
-                    and v != old.to_dict()[k])
+                    and v != old.to_dict()[k] and not (k == "ee_pose_features" and v))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} "
-                         "(only image_size may change)")
+                         "(only image_size may change, and ee_pose_features be turned on)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
@@ -107,7 +109,8 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     grid = pos.T.reshape(1, -1, side_old, side_old)
     grid = F.interpolate(grid, size=(side_new, side_new), mode="bilinear", align_corners=False)
     state["vis_tokens.pos"] = grid.reshape(-1, side_new * side_new).T.contiguous()
-    policy.model.load_state_dict(state, strict=True)
+    fresh = policy.model.state_dict()
+    policy.model.load_state_dict({**{k: v for k, v in fresh.items() if k not in state}, **state}, strict=True)
     return policy
 
 

@@ -67,6 +67,7 @@ class MHCConfig:
 
     # physical input
     joint_history: int = 4  # Hj past joint states (positions+velocities)
+    ee_pose_features: bool = False  # add each state's hand pose (fixed Panda forward kinematics); presets: on
 
     # outputs
     action_chunk: int = 16  # K steps of 8-dim actions
@@ -104,6 +105,8 @@ class MHCConfig:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
             )
+        if not isinstance(self.ee_pose_features, bool):
+            raise ValueError(f"MHCConfig.ee_pose_features={self.ee_pose_features!r} must be true or false")
         if self.balance not in BALANCE_MODES:
             raise ValueError(f"MHCConfig.balance={self.balance!r} unknown ({', '.join(BALANCE_MODES)})")
         for name in [
@@ -203,12 +206,13 @@ _TINY = dict(
     experts_per_domain=4, top_k=2, expert_hidden=32, shared_expert_hidden=64, dense_ffn_hidden=256,
     vocab_size=64, max_instruction_len=12, image_size=32, patch_size=8, stem_channels=16,
     joint_history=2, action_chunk=4, n_action_steps=2, motion_horizon=4, plan_slots=6,
-    num_skills=8, num_targets=12,
+    num_skills=8, num_targets=12, ee_pose_features=True,
 )
 # Shipping preset: MHCConfig defaults with the batch-1 cost cut where it is spent (measured with ONNX
 # Runtime on 2 CPU cores): 4 action steps per query token, 64×64 input (16 patches), 4 layers.
 # (96×96 input, fine-tuned: 5.0–5.2 ms instead of 2.6–2.9 on that CPU; bench/results/finetune_96px/.)
-_S = dict(name="s", action_steps_per_query=4, image_size=64, n_layers=4)
+# The hand pose from forward kinematics goes into the physical tokens (grasps closed 1–3 cm above the cube).
+_S = dict(name="s", action_steps_per_query=4, image_size=64, n_layers=4, ee_pose_features=True)
 
 
 def _dense(base: dict[str, Any], name: str) -> MHCConfig:

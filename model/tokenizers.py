@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mhc_model.config import JOINT_STATE_DIM, MHCConfig
+from mhc_model.kinematics import ARM_JOINTS, POSE_FEATURES, PandaKinematics
 from torch import nn
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
@@ -195,7 +196,9 @@ class VisualTokenizer(nn.Module):
 class PhysicalTokenizer(nn.Module):
     """``joint_history (B, Hj, 18)`` (positions rad|m, velocities) → physical tokens + learned queries.
 
-    Returns ``(B, Hj + Q, d)``: one token per past joint state, then the Q output query tokens.
+    Returns ``(B, Hj + Q, d)``: one token per past joint state, then the Q output query tokens. With
+    ``cfg.ee_pose_features`` each joint-state token also gets the hand pose of that state (fixed forward
+    kinematics, :class:`PandaKinematics`) through ``pose_proj``, which starts at zero.
     """
 
     def __init__(self, cfg: MHCConfig):
@@ -204,8 +207,16 @@ class PhysicalTokenizer(nn.Module):
         self.proj = nn.Linear(JOINT_STATE_DIM, cfg.d_model)
         self.pos = nn.Parameter(torch.zeros(cfg.joint_history, cfg.d_model))
         self.queries = nn.Parameter(torch.randn(cfg.n_query_tokens, cfg.d_model) * 0.02)
+        self.kinematics = PandaKinematics() if cfg.ee_pose_features else None
+        if self.kinematics is not None:
+            self.pose_proj = nn.Linear(POSE_FEATURES, cfg.d_model)
+            nn.init.zeros_(self.pose_proj.weight)
+            nn.init.zeros_(self.pose_proj.bias)
+            self.pose_proj._keep_init = True  # zero: a fine-tune from a model without it starts unchanged
 
     def forward(self, joint_history: torch.Tensor) -> torch.Tensor:
         joints = self.proj(self.norm.normalize(joint_history)) + self.pos  # (B, Hj, d)
+        if self.kinematics is not None:
+            joints = joints + self.pose_proj(self.kinematics(joint_history[..., :ARM_JOINTS]))
         queries = self.queries + torch.zeros_like(joints[:, :1, :1])  # (B, Q, d) by broadcasting (static in ONNX)
         return torch.cat([joints, queries], dim=1)  # (B, Hj + Q, d)
