@@ -85,21 +85,19 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
     """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
-    visual position embeddings are resized bilinearly to the new patch grid; ``ee_pose_features`` may
-    be turned on and ``shared_heads`` grown: the new projection and heads start silent (zero output
-    weights), so the fine-tune starts from the checkpoint's function. Raises if a training
-    ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
+    visual position embeddings are resized bilinearly to the new patch grid; and ``ee_pose_features``
+    may be turned on: its projection starts at zero, so the fine-tune starts from the checkpoint's
+    function. Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it
+    would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
-    grown = {"ee_pose_features": config.ee_pose_features >= old.ee_pose_features,
-             "shared_heads": config.shared_heads >= old.shared_heads}
     differ = sorted(k for k, v in config.to_dict().items()
                     if k not in ("name", "image_size", "vocab_size", "num_skills", "num_targets")
-                    and v != old.to_dict()[k] and not grown.get(k, False))
+                    and v != old.to_dict()[k] and not (k == "ee_pose_features" and v))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} "
-                         "(only image_size may change, ee_pose_features be turned on, shared_heads grow)")
+                         "(only image_size may change, and ee_pose_features be turned on)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
@@ -112,24 +110,8 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     grid = F.interpolate(grid, size=(side_new, side_new), mode="bilinear", align_corners=False)
     state["vis_tokens.pos"] = grid.reshape(-1, side_new * side_new).T.contiguous()
     fresh = policy.model.state_dict()
-    if config.shared_heads > old.shared_heads:
-        _grow_shared_heads(state, fresh, old.shared_heads, config.head_dim)
     policy.model.load_state_dict({**{k: v for k, v in fresh.items() if k not in state}, **state}, strict=True)
     return policy
-
-
-def _grow_shared_heads(state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], heads: int,
-                       head_dim: int) -> None:
-    """Put the checkpoint's ``heads`` shared heads first in each layer's larger shared group (in
-    ``state``); the new heads keep their fresh query/key/value rows and get zero output columns."""
-    for key in [k for k in state if k.endswith(".attn.shared.qkv.weight")]:
-        qkv = fresh[key].clone().view(3, -1, head_dim, fresh[key].shape[1])  # (q|k|v, h, hs, d)
-        qkv[:, :heads] = state[key].view(3, heads, head_dim, -1)
-        state[key] = qkv.view_as(fresh[key])
-        proj_key = key.replace(".qkv.", ".proj.")
-        proj = torch.zeros_like(fresh[proj_key]).view(fresh[proj_key].shape[0], -1, head_dim)  # (d, h, hs)
-        proj[:, :heads] = state[proj_key].view(proj.shape[0], heads, head_dim)
-        state[proj_key] = proj.view_as(fresh[proj_key])
 
 
 def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:

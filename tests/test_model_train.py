@@ -242,24 +242,6 @@ def test_init_fine_tunes_at_another_image_size(overfit_run, shards, tmp_path):
     assert load_policy(tmp_path / "ft" / "checkpoints" / "last.safetensors")[0].config.image_size == 48
 
 
-def test_init_grows_shared_heads_keeping_the_function(overfit_run, tmp_path):
-    """Two shared heads from a one-head checkpoint: the new head starts silent, outputs unchanged."""
-    source = overfit_run[0] / "checkpoints" / "last.safetensors"
-    old, _ = load_policy(source)
-    new = init_from(source, old.config.replace(shared_heads=2), [])
-    rows = [p.model.blocks[0].attn.shared.qkv.weight.shape[0] for p in (old, new)]
-    assert rows[1] == 2 * rows[0]
-    inputs = example_inputs(old.config)
-    with torch.no_grad():
-        before, after = old.model.eval()(**inputs, profile="full"), new.model.eval()(**inputs, profile="full")
-        torch.testing.assert_close(after["action_chunk"], before["action_chunk"], rtol=0, atol=1e-5)
-        new.model.blocks[0].attn.shared.proj.weight.normal_()  # the new head is wired in once trained
-        assert not torch.allclose(new.model(**inputs, profile="full")["action_chunk"], before["action_chunk"])
-    save_checkpoint(tmp_path / "two_heads.safetensors", new)
-    with pytest.raises(ValueError, match="shared_heads"):  # shrinking would drop trained heads
-        init_from(tmp_path / "two_heads.safetensors", old.config, [])
-
-
 def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys):
     wider = tmp_path / "wide.json"
     wider.write_text(preset("tiny").replace(d_model=96).to_json())
