@@ -49,7 +49,7 @@ def origin_transform(xyz: tuple[float, float, float], rpy: tuple[float, float, f
     ], dtype=torch.float64)
 
 
-class PandaKinematics(nn.Module):
+class PandaForwardKinematics(nn.Module):
     """``arm_positions (..., 7)`` rad → ``(..., 12)``: rotation (row-major) and position (m) of the grasp target.
 
     Joint i's transform is ``O_i · Rz(q_i) = cos q_i · (O_i A) + sin q_i · (O_i B) + O_i C`` with

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mhc_model.config import JOINT_STATE_DIM, MHCConfig
-from mhc_model.kinematics import ARM_JOINTS, POSE_FEATURES, PandaKinematics
+from mhc_model.kinematics import ARM_JOINTS, POSE_FEATURES, PandaForwardKinematics
 from torch import nn
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
@@ -198,7 +198,7 @@ class PhysicalTokenizer(nn.Module):
 
     Returns ``(B, Hj + Q, d)``: one token per past joint state, then the Q output query tokens. With
     ``cfg.ee_pose_features`` each joint-state token also gets the hand pose of that state (fixed forward
-    kinematics, :class:`PandaKinematics`) through ``pose_proj``, which starts at zero.
+    kinematics, :class:`PandaForwardKinematics`) through ``pose_proj``, which starts at zero.
     """
 
     def __init__(self, cfg: MHCConfig):
@@ -207,7 +207,7 @@ class PhysicalTokenizer(nn.Module):
         self.proj = nn.Linear(JOINT_STATE_DIM, cfg.d_model)
         self.pos = nn.Parameter(torch.zeros(cfg.joint_history, cfg.d_model))
         self.queries = nn.Parameter(torch.randn(cfg.n_query_tokens, cfg.d_model) * 0.02)
-        self.kinematics = PandaKinematics() if cfg.ee_pose_features else None
+        self.kinematics = PandaForwardKinematics() if cfg.ee_pose_features else None
         if self.kinematics is not None:
             self.pose_proj = nn.Linear(POSE_FEATURES, cfg.d_model)
             nn.init.zeros_(self.pose_proj.weight)

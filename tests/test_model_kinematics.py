@@ -6,14 +6,14 @@ import torch
 from mhc_model.checkpoint import init_from, save_checkpoint
 from mhc_model.config import preset
 from mhc_model.flops import example_inputs
-from mhc_model.kinematics import PandaKinematics
+from mhc_model.kinematics import PandaForwardKinematics
 from mhc_model.latency import random_policy
 from mhc_sim import TabletopWorld, WorldConfig, make_expert
 
 
 def test_hand_pose_matches_the_simulated_arm():
     """Joint positions of an expert pick-and-place → the world's own grasp-target pose, within 0.1 mm."""
-    fk = PandaKinematics()
+    fk = PandaForwardKinematics()
     with TabletopWorld(WorldConfig(render=False)) as world:
         obs = world.reset("pick_place", 3)
         expert = make_expert(world.episode)
@@ -29,7 +29,7 @@ def test_hand_pose_matches_the_simulated_arm():
 
 
 def test_batched_over_history():
-    fk = PandaKinematics()
+    fk = PandaForwardKinematics()
     q = torch.randn(3, 4, 7)
     np.testing.assert_allclose(fk(q)[1, 2].numpy(), fk(q[1, 2]).numpy(), atol=1e-6)
 
