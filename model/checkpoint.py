@@ -85,19 +85,19 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
     """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
-    visual position embeddings are resized bilinearly to the new patch grid; and ``ee_pose_features``
+    visual position embeddings are resized bilinearly to the new patch grid; ``ee_pose_features``
     may be turned on: its projection starts at zero, so the fine-tune starts from the checkpoint's
-    function. Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it
+    function; and ``dropout`` may change (training only, no weights). Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it
     would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
     differ = sorted(k for k, v in config.to_dict().items()
-                    if k not in ("name", "image_size", "vocab_size", "num_skills", "num_targets")
+                    if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets")
                     and v != old.to_dict()[k] and not (k == "ee_pose_features" and v))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} "
-                         "(only image_size may change, and ee_pose_features be turned on)")
+                         "(only image_size and dropout may change, and ee_pose_features be turned on)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")

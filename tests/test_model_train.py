@@ -233,6 +233,9 @@ def test_init_fine_tunes_at_another_image_size(overfit_run, shards, tmp_path):
     assert torch.allclose(new.model.vis_tokens.pos.mean(0), old.model.vis_tokens.pos.mean(0), atol=0.05)
     with pytest.raises(ValueError, match="not in its vocabulary"):
         init_from(source, preset("tiny"), ["fly to the moon"])
+    regularised = init_from(source, preset("tiny").replace(dropout=0.1), [])  # dropout: training only
+    assert regularised.config.dropout == 0.1
+    assert all(torch.equal(old_state[k], v) for k, v in regularised.model.state_dict().items())
     bigger = tmp_path / "tiny48.json"  # and through `mhc train --init`
     bigger.write_text(new.config.to_json())
     args = _args(shards, tmp_path / "ft", "--steps", "1", "--batch-size", "4", "--val-every", "1",
