@@ -87,8 +87,8 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
     visual position embeddings are resized bilinearly to the new patch grid; ``ee_pose_features``
     may be turned on: its projection starts at zero, so the fine-tune starts from the checkpoint's
-    function; and ``dropout`` may change (training only, no weights). Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it
-    would read as ``<unk>``).
+    function; and ``dropout`` may change (training only, no weights). Raises if a training
+    ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
