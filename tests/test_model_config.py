@@ -1,5 +1,7 @@
 """MHCConfig validation, presets and JSON round trip."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from mhc_model.config import MHCConfig, load_config, preset
@@ -50,3 +52,21 @@ def test_presets_sizes():
     s = preset("s")
     assert dense.dense and dense.d_model == s.d_model and dense.n_layers == s.n_layers
     assert dense.shared_heads == 3 * s.heads_per_domain + s.shared_heads
+
+
+RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes); 96 px ran before the hand pose
+    "finetune_96px/s.json": ("s", {"image_size", "ee_pose_features"}),
+    "finetune_96px/dense_s.json": ("dense_s", {"image_size", "ee_pose_features"}),
+    "sweep/s_dropout.json": ("s", {"dropout"}),
+    "sweep/s_top3.json": ("s", {"top_k"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_CONFIGS))
+def test_recipe_configs_change_only_what_they_say(name):
+    recipes = Path(__file__).resolve().parents[1] / "model" / "recipes"
+    assert sorted(str(p.relative_to(recipes)) for p in recipes.glob("*/*.json")) == sorted(RECIPE_CONFIGS)
+    base, fields = RECIPE_CONFIGS[name]
+    cfg, ref = load_config(str(recipes / name)).to_dict(), preset(base).to_dict()
+    changed = {k for k in ref if cfg[k] != ref[k]} - {"name"}
+    assert changed == fields, (name, changed)
