@@ -266,7 +266,8 @@ def bringup_nodes(policy: str, task: str, seed: int, realtime_factor: float, ima
 def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], task: str, seed: int,
                  timeout_s: float, latency: bool = False, instruction: str | None = None) -> dict[str, Any]:
     """One requested episode. ``latency``: add the controller's inference p50/p99 (ms) as its next
-    ``/diagnostics`` after the episode reports them (a rolling window of its last 1000 inferences)."""
+    ``/diagnostics`` after the episode reports them (a rolling window of its last 1000 inferences), and how
+    many of its ticks acted on an already used joint state (``EpisodeClient.ticks_on_old_joint_state``)."""
     start = time.monotonic()
     request_id = client.request(task, seed, instruction)
 
@@ -284,7 +285,8 @@ def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], ta
         ended = time.monotonic()
         _wait(lambda: client.latency_time >= ended, LATENCY_WAIT_S, group, client, stop)
         p50, p99 = client.latency if client.latency is not None else (None, None)
-        episode.update(latency_p50_ms=p50, latency_p99_ms=p99)
+        episode.update(latency_p50_ms=p50, latency_p99_ms=p99,
+                       ticks_on_old_joint_state=client.ticks_on_old_joint_state(status.get("start_time", 0.0)))
     return episode
 
 

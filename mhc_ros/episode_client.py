@@ -1,6 +1,7 @@
 """``EpisodeClient``: the ``mhc bringup sim`` process's own ROS node — it requests simulation episodes on
 ``/sim/episode_request``, follows them on ``/sim/episode_status``, keeps the controller's inference
-latency from ``/diagnostics`` and tells when the started system (and its recorder) is ready.
+latency from ``/diagnostics`` and the joint states its ticks used from ``/mhc/controller_tick``, and tells
+when the started system (and its recorder) is ready.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class EpisodeClient:
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
+        from mhc_ros.record import TRACE_TOPIC
         from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
 
         self._string = String
@@ -42,9 +44,11 @@ class EpisodeClient:
         self.joint_state_readers = 1 + (1 if self.recorded_topics else 0)
         self.latency: tuple[float, float] | None = None  # controller inference p50, p99 (ms) last reported
         self.latency_time = -math.inf                      # time.monotonic() when it arrived
+        self.tick_stamps: list[float] = []  # joint-state stamp (s) of each mhc_controller tick since the last request
         self.request_pub = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
         self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(String, TRACE_TOPIC, self._on_trace, RELIABLE_QOS)
 
     def _on_status(self, msg: Any) -> None:
         self.status = json.loads(msg.data)
@@ -61,6 +65,23 @@ class EpisodeClient:
                 continue
             self.latency = (p50, p99) if math.isfinite(p50) and math.isfinite(p99) else None
             self.latency_time = time.monotonic()
+
+    def _on_trace(self, msg: Any) -> None:
+        trace = json.loads(msg.data)
+        stamp = trace.get("joint_state_stamp")
+        if trace.get("source") == "tick" and stamp is not None:
+            self.tick_stamps.append(stamp[0] + stamp[1] * 1e-9)
+
+    def ticks_on_old_joint_state(self, start_time: float) -> int:
+        """Ticks of the episode that began at ``start_time`` (``/clock`` s) that used a joint state an earlier
+        tick had used. In lockstep every state is used once, so a count above 0 means the simulation fell
+        behind the controller's clock and the episode is not the one ``mhc eval`` runs without ROS. The
+        episode's last state is left out: the controller keeps ticking on it after the episode ends."""
+        stamps = [s for s in self.tick_stamps if s >= start_time - 1e-6]
+        if not stamps:
+            return 0
+        body = [s for s in stamps if s < max(stamps) - 1e-6]
+        return len(body) - len(set(body))
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
         """Process pending messages, waiting up to ``timeout_s`` seconds."""
@@ -94,6 +115,7 @@ class EpisodeClient:
         """Publish an episode request (``instruction`` replaces the episode's own); returns its
         ``request_id`` (echoed in the episode status)."""
         request_id = uuid.uuid4().hex
+        self.tick_stamps.clear()
         request = {"task": task, "seed": seed, "request_id": request_id}
         if instruction is not None:
             request["instruction"] = instruction

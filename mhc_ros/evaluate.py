@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,8 @@ def evaluate_ros(args: argparse.Namespace, policy_name: str) -> dict:
     if latencies:
         result.update(latency_p50_ms=float(np.median(latencies)),
                       latency_p99_ms=float(max(e.get("latency_p99_ms") or 0.0 for e in episodes)))
+    if any("ticks_on_old_joint_state" in e for e in episodes):
+        result["controller_ticks_on_old_joint_state"] = sum(e.get("ticks_on_old_joint_state", 0) for e in episodes)
     if policy_name == "mhc":
         result.update(checkpoint=str(args.checkpoint), backend=args.backend)
     return result
@@ -262,6 +265,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown policy '{policy_name}' (expected one of {', '.join(POLICIES)})")
     result = evaluate_ros(args, policy_name) if args.ros else evaluate_direct(args, policy_name)
     result["policy"] = policy_name
+    if args.ros and args.realtime_factor == 0 and result.get("controller_ticks_on_old_joint_state"):
+        print(f"warning: {result['controller_ticks_on_old_joint_state']} controller ticks acted on a joint state "
+              "an earlier tick had used: the lockstep simulation fell behind the controller's clock (a loaded "
+              "CPU?), so these episodes differ from the direct evaluation's; run one --ros evaluation at a time",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(result))
         return 0

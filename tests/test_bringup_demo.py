@@ -87,12 +87,37 @@ def test_mhc_policy_reports_latency_and_records_its_motion(tmp_path, domain_id):
     assert said and set(said) == {"reach the red block"}, said
     (episode,) = result["episodes"]  # untrained: it times out; its latency is reported all the same
     assert 0.0 < episode["latency_p50_ms"] <= episode["latency_p99_ms"], episode
+    assert isinstance(episode["ticks_on_old_joint_state"], int) and episode["ticks_on_old_joint_state"] >= 0
     assert f"latency p50={episode['latency_p50_ms']:.1f}ms p99=" in out.getvalue().splitlines()[0]
     assert all(result["bag_topics"].get(topic, 0) > 0 for topic in RECORDED + MHC_RECORDED), result["bag_topics"]
     from mhc_ros.bag_video import render_bag
 
     rendered = render_bag(tmp_path / "bag", tmp_path / "tiny.gif")
     assert rendered["motion_frames"] > 0 and rendered["frames"] > rendered["motion_frames"] // 2
+
+
+def test_ticks_on_an_old_joint_state_are_counted_per_episode(domain_id):
+    """In lockstep each joint state is used by one tick; the episode client counts the ticks that reused one,
+    from the controller's tick trace: not the previous episode's states, not the idle ticks on the last one."""
+    from types import SimpleNamespace
+
+    from mhc_ros.episode_client import EpisodeClient
+
+    client = EpisodeClient(domain_id)
+    try:
+        def tick(stamp_s, source="tick"):
+            stamp = None if stamp_s is None else [int(stamp_s), round((stamp_s % 1) * 1e9)]
+            client._on_trace(SimpleNamespace(data=json.dumps({"source": source, "joint_state_stamp": stamp})))
+
+        client.request("reach", 1)
+        for stamp in (9.95, 10.0, 10.05, 10.05, 10.1, 10.15, 10.15, 10.15, None):  # 10.05 twice, 10.15 the last
+            tick(stamp)
+        tick(10.1, source="stop")  # a /mhc/stop hold is not a tick
+        assert client.ticks_on_old_joint_state(start_time=10.0) == 1
+        client.request("reach", 2)  # a new episode starts counting afresh
+        assert client.ticks_on_old_joint_state(start_time=10.2) == 0
+    finally:
+        client.close()
 
 
 def _children(name):
