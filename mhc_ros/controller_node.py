@@ -43,9 +43,9 @@ from mhc_ros import conversions as conv
 from mhc_ros.controller_core import ControllerCore
 from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
+from mhc_ros.system import TRACE_TOPIC
 
 NODE_NAME = "mhc_controller"
-TRACE_TOPIC = "/mhc/controller_tick"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 # name -> (default, description); every one is a ROS parameter of the node (see config/controller.yaml).

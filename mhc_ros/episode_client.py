@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from mhc_ros.system import CONTROLLER_TOPICS
+from mhc_ros.system import CONTROLLER_TOPICS, TRACE_TOPIC
 
 
 class EpisodeClient:
@@ -28,7 +28,6 @@ class EpisodeClient:
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
-        from mhc_ros.record import TRACE_TOPIC
         from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS
 
         self._string = String
@@ -80,7 +79,8 @@ class EpisodeClient:
         stamps = [s for s in self.tick_stamps if s >= start_time - 1e-6]
         if not stamps:
             return 0
-        body = [s for s in stamps if s < max(stamps) - 1e-6]
+        last = max(stamps)
+        body = [s for s in stamps if s < last - 1e-6]
         return len(body) - len(set(body))
 
     def spin_once(self, timeout_s: float = 0.05) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 
 from mhc_ros.bags import DEFAULT_QOS, EPISODE_TOPICS, TYPESTORE, qos_profile
 from mhc_ros.cli_args import UsageError
+from mhc_ros.system import TRACE_TOPIC
 
-TRACE_TOPIC = "/mhc/controller_tick"  # the mhc_controller's per-tick trace (mhc replay follows it)
 DEFAULT_TOPICS = (*(spec.name for spec in EPISODE_TOPICS), TRACE_TOPIC)
 # Default topics not every graph has (the bridge publishes no end-effector pose, a robot no /sim topics, the
 # expert controller no trace): recorded when they have a publisher once the others are there, else skipped.

@@ -32,8 +32,8 @@ from mhc_ros import control_logic as cl
 from mhc_ros.bag_import import JOINT_NAMES, BagError, Streams, latest_before, parse_topic_map, read_streams
 from mhc_ros.cli_args import UsageError, controller_parameters
 from mhc_ros.controller_core import CORE_DEFAULTS, ControllerCore
+from mhc_ros.system import TRACE_TOPIC
 
-TRACE_TOPIC = "/mhc/controller_tick"
 EXPECTED_SUFFIX = ".expected.json"
 DEFAULT_TOLERANCE = 1e-3  # rad (arm) and m (gripper)
 COMMAND_NAMES = (*JOINT_NAMES[:7], "gripper")

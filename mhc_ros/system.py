@@ -106,6 +106,9 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
     return [bridge, controller]
 
 
+# The mhc_controller's per-tick JSON trace (what each tick used; `mhc replay` follows it, `mhc eval --ros` counts it).
+TRACE_TOPIC = "/mhc/controller_tick"
+
 # Topics of the controller a robot set-up commonly renames: argument name -> default topic.
 CONTROLLER_TOPICS: dict[str, str] = {
     "image_topic": "/camera/image_raw",
