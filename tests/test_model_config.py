@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mhc_model.config import MHCConfig, load_config, preset
+from mhc_model.config import PRESETS, MHCConfig, load_config, preset
 from mhc_model.mhc import MHC, count_parameters
 
 
@@ -70,3 +70,22 @@ def test_recipe_configs_change_only_what_they_say(name):
     cfg, ref = load_config(str(recipes / name)).to_dict(), preset(base).to_dict()
     changed = {k for k in ref if cfg[k] != ref[k]} - {"name"}
     assert changed == fields, (name, changed)
+
+
+RUN_TABLES = sorted((Path(__file__).resolve().parents[1] / "model" / "recipes" / "tables").glob("*.tsv"))
+
+
+@pytest.mark.parametrize("table", RUN_TABLES, ids=lambda p: p.name)
+def test_recipe_run_tables_name_real_configs(table):
+    """Each line of a `h200_runs.sh` table: name config gpu steps lr seed [init]; the config must load."""
+    rows = [line.split() for line in table.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert rows, f"{table.name}: no runs"
+    names = [row[0] for row in rows]
+    assert len(set(names)) == len(names), f"{table.name}: duplicate run names {names}"
+    for row in rows:
+        assert len(row) in (6, 7), f"{table.name}: {row} is not `name config gpu steps lr seed [init]`"
+        config, gpu, steps, lr, seed = row[1:6]
+        load_config(config if config in PRESETS else str(table.parents[1] / config))
+        assert int(gpu) >= 0 and int(steps) > 0 and float(lr) > 0 and int(seed) >= 0, row
+        if len(row) == 7:
+            assert row[6].startswith("$") or Path(row[6]).suffix == ".safetensors", row
