@@ -1,0 +1,147 @@
+"""Where the CPU time of the ``control`` step goes: ONNX Runtime per operator type, mHC vs dense, side by side.
+
+Exports both checkpoints' ``control`` profile, times them unprofiled in alternating rounds (median per round
+and the mHC / dense ratio of each round), then runs each once more with ONNX Runtime's profiler and sums
+the kernel time per operator type. It also prints the bytes of expert weights the mHC graph gathers per
+step (each token copies its k experts' weights: the static-shape export's price for sparse experts).
+Writes JSON to ``--out`` (default ``bench/results/ort_ops_cpu<threads>.json``).
+
+Usage: ``python bench/ort_ops.py --checkpoint model/checkpoints/mhc_s.safetensors --baseline DENSE.safetensors``
+(without checkpoints: random weights of presets ``s`` and ``dense_s``; timing does not depend on weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mhc_model.config import preset
+from mhc_model.export import INPUTS, example_inputs, export_profile, file_sha256
+from mhc_model.latency import random_policy
+from mhc_model.mhc import MHC
+
+
+def load_model(spec: str | None, fallback_preset: str) -> MHC:
+    if spec is None:
+        return random_policy(preset(fallback_preset)).model.eval()
+    from mhc_model.checkpoint import load_policy
+    from mhc_model.runtime.base import resolve_checkpoint
+
+    return load_policy(resolve_checkpoint(spec))[0].model.eval()
+
+
+def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    path = folder / f"{model.cfg.name}_control.onnx"
+    if not path.exists():
+        export_profile(model, "control", path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def feeds(model: MHC) -> dict[str, np.ndarray]:
+    return {n: t.numpy() for n, t in zip(INPUTS["control"], example_inputs(model, "control", seed=1), strict=True)}
+
+
+def median_ms(sess: Any, feed: dict[str, np.ndarray], iterations: int) -> float:
+    for _ in range(20):
+        sess.run(None, feed)
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def op_profile(model: MHC, folder: Path, threads: int, iterations: int) -> dict[str, Any]:
+    """Kernel µs per step and node count per operator type, from one profiled session."""
+    sess = session(model, folder, threads, str(folder / f"{model.cfg.name}_prof"))
+    feed = feeds(model)
+    for _ in range(iterations):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sum(1 for e in events if e.get("name") == "model_run")
+    micros: dict[str, float] = collections.defaultdict(float)
+    nodes: dict[str, set] = collections.defaultdict(set)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            micros[e["args"]["op_name"]] += e["dur"]
+            nodes[e["args"]["op_name"]].add(e["name"])
+    ops = {op: {"us_per_step": micros[op] / runs, "nodes": len(nodes[op])}
+           for op in sorted(micros, key=micros.get, reverse=True)}
+    return {"nodes": sum(len(v) for v in nodes.values()), "kernel_ms_per_step": sum(micros.values()) / runs / 1e3,
+            "ops": ops}
+
+
+def gathered_expert_bytes(model: MHC) -> int:
+    """Bytes of expert weights copied per control step by the gathered-weights export (fp32)."""
+    c = model.cfg
+    if c.dense:
+        return 0
+    tokens = c.n_patches + c.n_physical_tokens
+    per_expert = 2 * c.d_model * c.expert_hidden + c.expert_hidden + c.d_model
+    return c.n_layers * tokens * c.top_k * per_expert * 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="mHC checkpoint (default: random preset s)")
+    parser.add_argument("--baseline", default=None, help="dense checkpoint (default: random preset dense_s)")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
+    parser.add_argument("--iterations", type=int, default=500, help="timed steps per round (default: 500)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: 3)")
+    parser.add_argument("--top", type=int, default=8, help="operator types printed per model (default: 8)")
+    parser.add_argument("--out", default=None, help="JSON output (default: bench/results/ort_ops_cpu<threads>.json)")
+    args = parser.parse_args(argv)
+    if min(args.threads, args.iterations, args.rounds, args.top) < 1:
+        parser.error("--threads, --iterations, --rounds and --top must be >= 1")
+    models = {"mhc": load_model(args.checkpoint, "s"), "dense": load_model(args.baseline, "dense_s")}
+    if models["mhc"].cfg.dense or not models["dense"].cfg.dense:
+        parser.error(f"--checkpoint must be an mHC model and --baseline a dense one "
+                     f"(got {models['mhc'].cfg.name}, {models['dense'].cfg.name})")
+    out = Path(args.out or Path(__file__).parent / "results" / f"ort_ops_cpu{args.threads}.json")
+    with tempfile.TemporaryDirectory(prefix="mhc_ort_ops_") as tmp:
+        folder = Path(tmp)
+        sessions = {k: (session(m, folder, args.threads), feeds(m)) for k, m in models.items()}
+        rounds = []
+        for i in range(args.rounds):
+            row = {k: median_ms(s, f, args.iterations) for k, (s, f) in sessions.items()}
+            row["ratio"] = row["mhc"] / row["dense"]
+            rounds.append(row)
+            print(f"round {i + 1}: mHC {row['mhc']:.3f} ms, dense {row['dense']:.3f} ms, ratio {row['ratio']:.2f}")
+        profiles = {k: op_profile(m, folder, args.threads, args.iterations) for k, m in models.items()}
+    for key, prof in profiles.items():
+        print(f"{key} ({models[key].cfg.name}): {prof['nodes']} nodes, profiled kernel time "
+              f"{prof['kernel_ms_per_step']:.3f} ms/step")
+        for op, v in list(prof["ops"].items())[: args.top]:
+            print(f"  {op:22} {v['us_per_step']:8.1f} us/step  {v['nodes']:4d} nodes")
+    gathered = gathered_expert_bytes(models["mhc"])
+    print(f"expert weights gathered per mHC step: {gathered / 1e6:.1f} MB")
+    doc = {"threads": args.threads, "iterations": args.iterations, "checkpoint": args.checkpoint,
+           "baseline": args.baseline,
+           "sha256": {key: file_sha256(path) for key, path in (("checkpoint", args.checkpoint),
+                                                               ("baseline", args.baseline)) if path},
+           "rounds": rounds, "profiles": profiles,
+           "mhc_gathered_expert_bytes_per_step": gathered}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
