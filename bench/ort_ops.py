@@ -3,7 +3,9 @@
 Exports both checkpoints' ``control`` profile, times them unprofiled in alternating rounds (median per round
 and the mHC / dense ratio of each round), then runs each once more with ONNX Runtime's profiler and sums
 the kernel time per operator type. It also prints the bytes of expert weights the mHC graph gathers per
-step (each token copies its k experts' weights: the static-shape export's price for sparse experts).
+step (each token copies its k experts' weights: the static-shape export's price for sparse experts), and
+times the mHC graph once more with the routed experts cut out (routing kept, the experts' output replaced
+by the input): what the rest of the network costs.
 Writes JSON to ``--out`` (default ``bench/results/ort_ops_cpu<threads>.json``).
 
 Usage: ``python bench/ort_ops.py --checkpoint model/checkpoints/mhc_s.safetensors --baseline DENSE.safetensors``
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import statistics
 import sys
@@ -26,7 +29,7 @@ import numpy as np
 from mhc_model.config import preset
 from mhc_model.export import INPUTS, example_inputs, export_profile, file_sha256
 from mhc_model.latency import random_policy
-from mhc_model.mhc import MHC
+from mhc_model.mhc import MHC, ExpertBank
 
 
 def load_model(spec: str | None, fallback_preset: str) -> MHC:
@@ -38,10 +41,21 @@ def load_model(spec: str | None, fallback_preset: str) -> MHC:
     return load_policy(resolve_checkpoint(spec))[0].model.eval()
 
 
-def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None = None) -> Any:
+@contextlib.contextmanager
+def routed_experts_cut_out() -> Any:
+    """While active, exports skip the routed experts' computation (the router still runs and is used)."""
+    gathered = ExpertBank.gathered
+    ExpertBank.gathered = lambda self, x, idx, weight: x * weight.sum(-1, keepdim=True)
+    try:
+        yield
+    finally:
+        ExpertBank.gathered = gathered
+
+
+def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None = None, name: str = "") -> Any:
     import onnxruntime as ort
 
-    path = folder / f"{model.cfg.name}_control.onnx"
+    path = folder / f"{name or model.cfg.name}_control.onnx"
     if not path.exists():
         export_profile(model, "control", path)
     options = ort.SessionOptions()
@@ -117,12 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mhc_ort_ops_") as tmp:
         folder = Path(tmp)
         sessions = {k: (session(m, folder, args.threads), feeds(m)) for k, m in models.items()}
+        with routed_experts_cut_out():
+            sessions["mhc_without_experts"] = (session(models["mhc"], folder, args.threads, name="no_experts"),
+                                               feeds(models["mhc"]))
         rounds = []
         for i in range(args.rounds):
             row = {k: median_ms(s, f, args.iterations) for k, (s, f) in sessions.items()}
             row["ratio"] = row["mhc"] / row["dense"]
+            row["ratio_without_experts"] = row["mhc_without_experts"] / row["dense"]
             rounds.append(row)
-            print(f"round {i + 1}: mHC {row['mhc']:.3f} ms, dense {row['dense']:.3f} ms, ratio {row['ratio']:.2f}")
+            print(f"round {i + 1}: mHC {row['mhc']:.3f} ms, dense {row['dense']:.3f} ms, ratio {row['ratio']:.2f}; "
+                  f"mHC without its routed experts {row['mhc_without_experts']:.3f} ms, "
+                  f"ratio {row['ratio_without_experts']:.2f}")
         profiles = {k: op_profile(m, folder, args.threads, args.iterations) for k, m in models.items()}
     for key, prof in profiles.items():
         print(f"{key} ({models[key].cfg.name}): {prof['nodes']} nodes, profiled kernel time "
