@@ -267,7 +267,7 @@ def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], ta
                  timeout_s: float, latency: bool = False, instruction: str | None = None) -> dict[str, Any]:
     """One requested episode. ``latency``: add the controller's inference p50/p99 (ms) as its next
     ``/diagnostics`` after the episode reports them (a rolling window of its last 1000 inferences), and how
-    many of its ticks acted on an already used joint state (``EpisodeClient.ticks_on_old_joint_state``)."""
+    many of its ticks acted on an already used joint state or held the arm (``EpisodeClient``)."""
     start = time.monotonic()
     request_id = client.request(task, seed, instruction)
 
@@ -280,13 +280,18 @@ def _run_episode(client: EpisodeClient, group: ProcessGroup, stop: list[int], ta
     episode = {"task": task, "seed": seed, "success": bool(completed and status.get("success")),
                "timed_out": not completed, "steps": status.get("step", 0), "failure": status.get("failure"),
                "rejected_commands": status.get("rejected_commands", 0), "episode_id": status.get("episode_id"),
+               "stale_commands": status.get("stale_commands", 0),
+               "uncommanded_steps": status.get("uncommanded_steps", 0),
                "wall_s": time.monotonic() - start}
     if latency:
         ended = time.monotonic()
         _wait(lambda: client.latency_time >= ended, LATENCY_WAIT_S, group, client, stop)
         p50, p99 = client.latency if client.latency is not None else (None, None)
+        start_time = status.get("start_time", 0.0)
         episode.update(latency_p50_ms=p50, latency_p99_ms=p99,
-                       ticks_on_old_joint_state=client.ticks_on_old_joint_state(status.get("start_time", 0.0)))
+                       ticks_on_old_joint_state=client.ticks_on_old_joint_state(start_time),
+                       hold_ticks=client.hold_ticks(start_time),
+                       ticks_on_other_image=client.ticks_on_other_image(start_time))
     return episode
 
 

@@ -18,7 +18,6 @@ Malformed inputs are dropped and counted by reason, never reach the model. With 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -43,7 +42,7 @@ from mhc_ros import conversions as conv
 from mhc_ros.controller_core import ControllerCore
 from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
-from mhc_ros.system import TRACE_TOPIC
+from mhc_ros.system import TRACE_TOPIC, instruction_sha
 
 NODE_NAME = "mhc_controller"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -58,6 +57,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "inference_threads": (2, "CPU threads of the inference runtime (>= 1)"),
     "torch_compile": (False, "CUDA torch backend: torch.compile the steps before capturing CUDA graphs"),
     "control_rate_hz": (20.0, "control rate (Hz); each trajectory point is one period ahead"),
+    "lockstep": (False, "the simulation steps when a command arrives (sim bridge realtime_factor 0): act only on "
+                        "a joint state newer than the last one acted on (a late step is waited for, not acted on "
+                        "twice); a new instruction waits for the next joint state"),
     "arm_joint_names": (list(cl.ARM_JOINTS), "the 7 arm joints, in model order"),
     "finger_joint_names": (list(cl.FINGER_JOINTS), "the 2 finger joints, in model order"),
     "joint_lower_limits": (list(cl.PANDA_LOWER), "arm position lower limits (rad), 7 values (Panda URDF)"),
@@ -89,11 +91,6 @@ def load_runtime(checkpoint_path: str, backend: str = "auto", engine_dir: str | 
 
     return load(checkpoint_path, backend=backend, engine_dir=engine_dir, device=device, threads=threads,
                 compile_module=compile_module)
-
-
-def instruction_sha(text: str) -> str:
-    """The instruction's identity in the tick trace: first 16 hex digits of the SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _stamp_pair(stamp: Any) -> list[int]:
@@ -216,6 +213,10 @@ class ControllerNode(LifecycleNode):
         self.image_stamp: list[int] | None = None   # header stamp [sec, nanosec] of self.image
         self.joints: tuple[np.ndarray, np.ndarray] | None = None
         self.joint_stamp: list[int] | None = None   # header stamp of self.joints
+        self.joint_count = 0  # joint states accepted since configure (identifies them, stamped or not)
+        # the joint state that must not enter the history: the one measured before the current instruction
+        # (it belongs to the previous task) and, in lockstep, the one the last tick already pushed
+        self.used_joint_count = 0
         self.instruction: str | None = None
         self.instruction_sha: str | None = None
         self.tick_count = 0                          # control ticks since configure (the trace's "tick")
@@ -321,6 +322,7 @@ class ControllerNode(LifecycleNode):
             return
         self.joints = (positions, velocities)
         self.joint_stamp = _stamp_pair(msg.header.stamp)
+        self.joint_count += 1
         self.watchdog.feed("joint_states", self._now())
 
     def _on_instruction(self, msg: String) -> None:
@@ -345,8 +347,12 @@ class ControllerNode(LifecycleNode):
         self.instruction = msg.data
         self.instruction_sha = instruction_sha(msg.data)
         self.core.clear()  # a new task: joint states from before it are not its history
+        self.used_joint_count = self.joint_count  # the new task's history starts at the next joint state
         self._restart_model = True
         self.get_logger().info(f"instruction: '{msg.data}'")
+        if self.control_timer is not None:  # active: announce it (a lockstep bridge waits for this)
+            self._trace = {}
+            self._publish_trace("instruction")
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.stopped = True
@@ -380,10 +386,18 @@ class ControllerNode(LifecycleNode):
         self.pub_trajectory.publish(msg)
 
     def _stamp(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """A command's stamp: now, and never before the joint state it answers (under sim time the /clock
+        message can be handled after a newer joint state; a stamp from before an episode's reset would
+        make the simulation ignore the command)."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self.joint_stamp is None:
+            return now
+        return max(now, self.joint_stamp[0] + self.joint_stamp[1] * 1e-9)
 
     def _on_tick(self) -> None:
         start = self._now()
+        if self._awaiting_joint_state(start):
+            return  # lockstep: no new observation yet; not a tick (no trace, no command, no history)
         if self.last_tick_start is not None:
             self.tick_interval.add(start - self.last_tick_start)
         self.last_tick_start = start
@@ -395,27 +409,40 @@ class ControllerNode(LifecycleNode):
             self._publish_trace("tick")
             self.tick_count += 1
 
+    def _awaiting_joint_state(self, now: float) -> bool:
+        """Lockstep only: whether this tick would act on the joint state the last one used (holds still run)."""
+        return (bool(self.p["lockstep"]) and self.joints is not None and self.joint_count == self.used_joint_count
+                and not self.stopped and not self.watchdog.stale(now))
+
     def _publish_trace(self, source: str) -> None:
-        """``/mhc/controller_tick``: what this tick (``source`` "tick") or a ``/mhc/stop`` hold ("stop") used.
+        """``/mhc/controller_tick``: what this tick (``source`` "tick") or a ``/mhc/stop`` hold ("stop") used, or
+        an accepted instruction ("instruction": the instruction the next ticks follow, announced at once).
 
         JSON ``{"tick", "source", "mode", "image_stamp", "joint_state_stamp", "instruction_sha", "history",
-        "restart", "command_stamp"}``: stamps are ``[sec, nanosec]`` of the header of the image / joint state
-        held at that moment (on a "tick" that joint state was pushed into the history) and of the arm command
-        published (null when none); ``history`` the joint history's fill after the push; ``restart`` whether
-        the core restarted from the measured state on this tick.
+        "pushed", "restart", "command_stamp"}``: stamps are ``[sec, nanosec]`` of the header of the image /
+        joint state held at that moment and of the arm command published (null when none); ``pushed`` whether
+        this tick pushed that joint state into the history (not the state measured before the instruction,
+        nor, in lockstep, one already pushed); ``history`` the joint history's fill after it; ``restart``
+        whether the core restarted from the measured state on this tick.
         """
         if getattr(self, "pub_trace", None) is None:
             return
         trace = {"tick": self.tick_count, "source": source, "mode": self.mode, "image_stamp": self.image_stamp,
                  "joint_state_stamp": self.joint_stamp, "instruction_sha": self.instruction_sha,
-                 "history": len(self.core.history.samples), "restart": bool(self._trace.get("restart", False)),
+                 "history": len(self.core.history.samples), "pushed": bool(self._trace.get("pushed", False)),
+                 "restart": bool(self._trace.get("restart", False)),
                  "command_stamp": self._trace.get("command_stamp")}
         self.pub_trace.publish(String(data=json.dumps(trace)))
 
     def _control(self, now: float) -> None:
-        if self.joints is not None:
+        if self.joints is not None and self.joint_count != self.used_joint_count:
             self.core.push_joints(*self.joints)
+            self._trace["pushed"] = True
+            if self.p["lockstep"]:
+                self.used_joint_count = self.joint_count
         mode = cl.decide_mode(self.stopped, self.watchdog.stale(now), self.instruction is not None)
+        if mode == cl.OK and not self.core.history.samples:
+            mode = cl.STALE  # a new instruction and no joint state measured since: nothing to act on yet
         if mode != cl.OK:
             self._hold(mode)
             return

@@ -43,7 +43,8 @@ class EpisodeClient:
         self.joint_state_readers = 1 + (1 if self.recorded_topics else 0)
         self.latency: tuple[float, float] | None = None  # controller inference p50, p99 (ms) last reported
         self.latency_time = -math.inf                      # time.monotonic() when it arrived
-        self.tick_stamps: list[float] = []  # joint-state stamp (s) of each mhc_controller tick since the last request
+        # (joint-state stamp s, image stamp s or None, mode) of each mhc_controller tick since the last request
+        self.ticks: list[tuple[float, float | None, str]] = []
         self.request_pub = self.node.create_publisher(String, "/sim/episode_request", RELIABLE_QOS)
         self.node.create_subscription(String, "/sim/episode_status", self._on_status, LATCHED_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -68,20 +69,35 @@ class EpisodeClient:
     def _on_trace(self, msg: Any) -> None:
         trace = json.loads(msg.data)
         stamp = trace.get("joint_state_stamp")
+        image = trace.get("image_stamp")
         if trace.get("source") == "tick" and stamp is not None:
-            self.tick_stamps.append(stamp[0] + stamp[1] * 1e-9)
+            self.ticks.append((stamp[0] + stamp[1] * 1e-9, None if image is None else image[0] + image[1] * 1e-9,
+                               str(trace.get("mode"))))
+
+    def _episode_ticks(self, start_time: float) -> list[tuple[float, float | None, str]]:
+        """Ticks on the joint states of the episode that began at ``start_time`` (``/clock`` s), without those
+        on its last state (the controller keeps ticking on it after the episode ends)."""
+        ticks = [t for t in self.ticks if t[0] >= start_time - 1e-6]
+        last = max((t[0] for t in ticks), default=0.0)
+        return [t for t in ticks if t[0] < last - 1e-6]
 
     def ticks_on_old_joint_state(self, start_time: float) -> int:
         """Ticks of the episode that began at ``start_time`` (``/clock`` s) that used a joint state an earlier
         tick had used. In lockstep every state is used once, so a count above 0 means the simulation fell
         behind the controller's clock and the episode is not the one ``mhc eval`` runs without ROS. The
         episode's last state is left out: the controller keeps ticking on it after the episode ends."""
-        stamps = [s for s in self.tick_stamps if s >= start_time - 1e-6]
-        if not stamps:
-            return 0
-        last = max(stamps)
-        body = [s for s in stamps if s < last - 1e-6]
+        body = [t[0] for t in self._episode_ticks(start_time)]
         return len(body) - len(set(body))
+
+    def hold_ticks(self, start_time: float) -> int:
+        """Ticks of the episode that began at ``start_time`` on which the controller held the arm instead of
+        following the model (stale input, stopped, no instruction, invalid output; see ``control_logic``)."""
+        return sum(t[2] != "ok" for t in self._episode_ticks(start_time))
+
+    def ticks_on_other_image(self, start_time: float) -> int:
+        """Model ticks of the episode that began at ``start_time`` whose image was not taken with their joint
+        state (the bridge stamps both of an observation alike; a camera frame delayed or dropped)."""
+        return sum(t[2] == "ok" and (t[1] is None or abs(t[1] - t[0]) > 1e-6) for t in self._episode_ticks(start_time))
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
         """Process pending messages, waiting up to ``timeout_s`` seconds."""
@@ -115,7 +131,7 @@ class EpisodeClient:
         """Publish an episode request (``instruction`` replaces the episode's own); returns its
         ``request_id`` (echoed in the episode status)."""
         request_id = uuid.uuid4().hex
-        self.tick_stamps.clear()
+        self.ticks.clear()
         request = {"task": task, "seed": seed, "request_id": request_id}
         if instruction is not None:
             request["instruction"] = instruction

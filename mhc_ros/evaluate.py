@@ -252,8 +252,11 @@ def evaluate_ros(args: argparse.Namespace, policy_name: str) -> dict:
     if latencies:
         result.update(latency_p50_ms=float(np.median(latencies)),
                       latency_p99_ms=float(max(e.get("latency_p99_ms") or 0.0 for e in episodes)))
-    if any("ticks_on_old_joint_state" in e for e in episodes):
-        result["controller_ticks_on_old_joint_state"] = sum(e.get("ticks_on_old_joint_state", 0) for e in episodes)
+    for key in ("ticks_on_old_joint_state", "hold_ticks", "ticks_on_other_image"):
+        if any(key in e for e in episodes):
+            result[f"controller_{key}"] = sum(e.get(key, 0) for e in episodes)
+    for key in ("stale_commands", "uncommanded_steps"):
+        result[f"bridge_{key}"] = sum(e.get(key, 0) for e in episodes)
     if policy_name == "mhc":
         result.update(checkpoint=str(args.checkpoint), backend=args.backend)
     return result

@@ -18,7 +18,6 @@ timing scaled by ``--rate``, like ``ros2 bag play``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from mhc_ros import control_logic as cl
 from mhc_ros.bag_import import JOINT_NAMES, BagError, Streams, latest_before, parse_topic_map, read_streams
 from mhc_ros.cli_args import UsageError, controller_parameters
 from mhc_ros.controller_core import CORE_DEFAULTS, ControllerCore
-from mhc_ros.system import TRACE_TOPIC
+from mhc_ros.system import TRACE_TOPIC, instruction_sha
 
 EXPECTED_SUFFIX = ".expected.json"
 DEFAULT_TOLERANCE = 1e-3  # rad (arm) and m (gripper)
@@ -201,12 +200,14 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
     command_index: dict[tuple[int, int], deque[int]] = defaultdict(deque)
     for k, stamp in enumerate(trace.command):
         command_index[stamp].append(k)
-    instructions = {hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]: text for _, text in streams.instruction}
+    instructions = {instruction_sha(text): text for _, text in streams.instruction}
     arm, gripper = np.full((len(ticks), 7), np.nan), np.full(len(ticks), np.nan)
     verified, model_tick = np.zeros(len(ticks), bool), np.zeros(len(ticks), bool)
     pushes, history_known, synced, encoded, hold, previous_tick = 0, False, False, None, None, None
     for entry in trace.entries:
         tick, source = entry["tick"], entry.get("source", "tick")
+        if source == "instruction":
+            continue  # an announcement, not a tick: the next tick names the instruction it follows
         where = f"tick {tick} of '{TRACE_TOPIC}' in bag '{streams.path}'"
         if source == "tick":
             if previous_tick is not None and tick != previous_tick + 1:
@@ -224,7 +225,7 @@ def run_traced(streams: Streams, trace: Trace, runtime: Any,
                 pushes, history_known = 0, False
             else:
                 joints = streams.joints[j][1]
-                if source == "tick":
+                if source == "tick" and entry.get("pushed", True):  # traces before "pushed" pushed every tick
                     if entry.get("history") == 1 and core.history.samples:
                         # the node cleared its core for a new instruction before this tick; only the history
                         # matters here (chunks and tick restart on its next model tick anyway), and clearing

@@ -34,6 +34,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mhc_ros import conversions as conv
 from mhc_ros.ros_env import run_node
+from mhc_ros.system import TRACE_TOPIC, instruction_sha
 
 SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -57,6 +58,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "realtime_factor": (1.0, "simulation speed vs wall clock; 0 = as fast as possible, in lockstep with "
                              "the controller (step once a command answered the last state)"),
     "lockstep_timeout_s": (1.0, "with realtime_factor 0: step anyway after this wall time without a command (s)"),
+    "instruction_ack_timeout_s": (0.0, "with realtime_factor 0: hold an episode's first observation until the "
+                                       "mhc_controller's tick trace announces the episode's instruction, at most "
+                                       "this long (s); 0 = do not wait"),
     "max_steps": (0, "episode length limit in control periods; 0 = the task's own max_steps"),
     "camera_frame_id": ("camera", "frame_id of /camera/image_raw"),
     "world_frame_id": ("world", "frame_id of /sim/object_poses"),
@@ -99,17 +103,22 @@ def parse_episode_request(text: str, tasks: Mapping[str, Any] | Any) -> dict[str
 
 def episode_status(episode_id: int, spec: Any, step: int, success: bool, failure: str | None, done: bool,
                    rejected_commands: int, object_present: np.ndarray, start_time: float,
-                   max_steps: int, request_id: str | None) -> dict[str, Any]:
+                   max_steps: int, request_id: str | None, stale_commands: int = 0,
+                   uncommanded_steps: int = 0) -> dict[str, Any]:
     """The ``/sim/episode_status`` JSON object.
 
     ``start_time`` is the ``/clock`` time (s) of the episode's reset; the episode's own time is
     ``step / control_hz``. ``object_present`` (6,) in ``OBJECT_SLOTS`` order (absent slots have a
-    zero pose in ``/sim/object_poses``).
+    zero pose in ``/sim/object_poses``). ``stale_commands``: arm commands of this episode's time that
+    were stamped before its reset and ignored; ``uncommanded_steps``: lockstep steps taken without a new
+    command, at ``lockstep_timeout_s``.
     """
     return {
         "episode_id": episode_id, "task": spec.task, "seed": int(spec.seed), "instruction": spec.instruction,
         "step": step, "success": bool(success), "done": bool(done), "failure": failure,
-        "rejected_commands": rejected_commands, "max_steps": max_steps, "start_time": start_time,
+        "rejected_commands": rejected_commands, "stale_commands": stale_commands,
+        "uncommanded_steps": uncommanded_steps, "max_steps": max_steps,
+        "start_time": start_time,
         "object_present": [bool(p) for p in object_present], "request_id": request_id,
     }
 
@@ -160,15 +169,26 @@ class SimBridgeNode(Node):
         self.rejected_total = 0
         self.bad_requests = 0
         self.stale_commands = 0  # trajectories stamped before the current episode's reset, ignored
+        self.stale_episode = 0   # of them, those received during the current episode
+        self.uncommanded_steps = 0  # lockstep steps of the current episode taken at lockstep_timeout_s
         self.last_rejection = ""
         self.commands_since_publish = 0
         self.last_publish_wall = time.monotonic()
+        self.held_observation: Any = None  # an episode's first observation, awaiting the instruction's announcement
+        self.held_since = 0.0
+        self.awaited_sha = ""
+        self.ack_timeouts = 0  # episodes whose first observation went out without the announcement
 
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         rtf = float(p["realtime_factor"])
         if not math.isfinite(rtf) or rtf < 0.0:
             raise ValueError(f"realtime_factor={rtf!r} must be >= 0 (0 = as fast as possible)")
         self.lockstep = rtf == 0.0
+        self.ack_timeout = float(p["instruction_ack_timeout_s"]) if self.lockstep else 0.0
+        if not math.isfinite(self.ack_timeout) or self.ack_timeout < 0.0:
+            raise ValueError(f"instruction_ack_timeout_s={self.ack_timeout!r} must be >= 0 (0 = do not wait)")
+        if self.ack_timeout > 0.0:
+            self.create_subscription(String, TRACE_TOPIC, self._on_controller_trace, RELIABLE_QOS)
         self.create_timer(0.001 if self.lockstep else self.period / rtf, self._on_step_timer, clock=steady)
         self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics, clock=steady)
         if p["auto_start"]:
@@ -190,10 +210,32 @@ class SimBridgeNode(Node):
         self.max_steps = int(self.p["max_steps"]) or int(spec.max_steps)
         self.object_present = np.asarray(obs.object_present, bool)
         self.rejected_episode = 0
+        self.stale_episode = 0
+        self.uncommanded_steps = 0
         self.pub_instruction.publish(String(data=spec.instruction))
         self.get_logger().info(f"episode {self.episode_id}: {task} seed {seed}: '{spec.instruction}'")
-        self._publish_observation(obs)
+        if self.ack_timeout > 0.0:
+            # the controller must not see this episode's scene while it still follows the last instruction
+            self.held_observation, self.held_since = obs, time.monotonic()
+            self.awaited_sha = instruction_sha(spec.instruction)
+        else:
+            self._publish_observation(obs)
         self._publish_status()
+
+    def _on_controller_trace(self, msg: String) -> None:
+        if self.held_observation is None:
+            return
+        try:
+            trace = json.loads(msg.data)
+        except ValueError:
+            return  # not the controller's JSON: the observation goes out at the timeout
+        if isinstance(trace, dict) and trace.get("source") == "instruction" \
+                and trace.get("instruction_sha") == self.awaited_sha:
+            self._release_held_observation()
+
+    def _release_held_observation(self) -> None:
+        obs, self.held_observation = self.held_observation, None
+        self._publish_observation(obs)
 
     def _on_episode_request(self, msg: String) -> None:
         try:
@@ -211,6 +253,7 @@ class SimBridgeNode(Node):
             # sent before this episode's reset (e.g. a hold of the previous episode's last pose, still in
             # flight): it must not move the freshly reset arm nor trigger a lockstep step
             self.stale_commands += 1
+            self.stale_episode += 1
             return
         self.commands_since_publish += 1
         try:
@@ -234,11 +277,19 @@ class SimBridgeNode(Node):
 
     # ------------------------------------------------------------------ stepping
     def _on_step_timer(self) -> None:
+        if self.held_observation is not None:
+            if time.monotonic() - self.held_since >= self.ack_timeout:
+                self.ack_timeouts += 1
+                self.get_logger().warning(f"episode {self.episode_id}: no instruction announcement from the "
+                                          f"controller within {self.ack_timeout} s; starting anyway")
+                self._release_held_observation()
+            return
         if self.done:
             return
-        if self.lockstep and self.commands_since_publish == 0 and \
-                time.monotonic() - self.last_publish_wall < float(self.p["lockstep_timeout_s"]):
-            return
+        if self.lockstep and self.commands_since_publish == 0:
+            if time.monotonic() - self.last_publish_wall < float(self.p["lockstep_timeout_s"]):
+                return
+            self.uncommanded_steps += 1
         obs = self.world.step(self.command.copy())
         self.success = bool(self.world.success())
         self.failure = self.world.failed() if not self.success else None
@@ -269,7 +320,7 @@ class SimBridgeNode(Node):
         """Current episode status (the ``/sim/episode_status`` JSON object)."""
         return episode_status(self.episode_id, self.world.episode, self.world.steps, self.success, self.failure,
                               self.done, self.rejected_episode, self.object_present, self.clock_offset,
-                              self.max_steps, self.request_id)
+                              self.max_steps, self.request_id, self.stale_episode, self.uncommanded_steps)
 
     def _publish_status(self) -> None:
         self.pub_status.publish(String(data=json.dumps(self.status())))
@@ -279,6 +330,7 @@ class SimBridgeNode(Node):
         values = {"episode_id": self.episode_id, "step": self.world.steps, "done": self.done,
                   "rejected_commands": self.rejected_episode, "rejected_commands_total": self.rejected_total,
                   "bad_episode_requests": self.bad_requests, "stale_commands_ignored": self.stale_commands,
+                  "instruction_ack_timeouts": self.ack_timeouts,
                   "last_rejection": self.last_rejection}
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: commands", hardware_id="pybullet",

@@ -7,6 +7,7 @@ parameters. Pure data: no ROS import.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -86,18 +87,22 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
         raise ValueError(f"policy '{policy}' not available (expected one of {', '.join(POLICIES)})")
     if policy == "mhc" and not checkpoint_path:
         raise ValueError("policy 'mhc' needs a checkpoint_path")
+    # In lockstep the mhc_controller acts once per observation and the bridge holds each episode's first
+    # observation until the controller has announced the new instruction (see the two nodes' parameters).
+    lockstep = policy == "mhc" and float(realtime_factor) == 0.0
     bridge = NodeDescription(
         package=PACKAGE, executable="mhc_sim_bridge", name="mhc_sim_bridge", module="mhc_ros.sim_bridge_node",
         parameters={"task": task, "seed": int(seed), "auto_start": bool(auto_start),
                     "image_width": int(image_width), "image_height": int(image_height),
                     "publish_images": bool(publish_images), "control_hz": float(control_hz),
-                    "realtime_factor": float(realtime_factor)})
+                    "realtime_factor": float(realtime_factor),
+                    **({"instruction_ack_timeout_s": INSTRUCTION_ACK_TIMEOUT_S} if lockstep else {})})
     if policy == "mhc":
         controller = NodeDescription(
             package=PACKAGE, executable="mhc_controller", name="mhc_controller", module="mhc_ros.controller_node",
             parameters={"checkpoint_path": str(checkpoint_path), "backend": backend,
                         "inference_threads": int(inference_threads), "control_rate_hz": float(control_hz),
-                        "use_sim_time": bool(use_sim_time)})
+                        "use_sim_time": bool(use_sim_time), "lockstep": lockstep})
     else:
         controller = NodeDescription(
             package=PACKAGE, executable="mhc_expert_controller", name="mhc_expert_controller",
@@ -108,6 +113,13 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
 
 # The mhc_controller's per-tick JSON trace (what each tick used; `mhc replay` follows it, `mhc eval --ros` counts it).
 TRACE_TOPIC = "/mhc/controller_tick"
+# How long a lockstep bridge holds an episode's first observation for the controller's instruction announcement.
+INSTRUCTION_ACK_TIMEOUT_S = 2.0
+
+
+def instruction_sha(text: str) -> str:
+    """The instruction's identity in the tick trace: first 16 hex digits of the SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 # Topics of the controller a robot set-up commonly renames: argument name -> default topic.
 CONTROLLER_TOPICS: dict[str, str] = {

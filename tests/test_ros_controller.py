@@ -33,6 +33,7 @@ from mhc_ros import control_logic as cl  # noqa: E402
 from mhc_ros import controller_node  # noqa: E402
 from mhc_ros import conversions as conv  # noqa: E402
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS  # noqa: E402
+from mhc_ros.system import TRACE_TOPIC, instruction_sha  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785, 0.02, 0.02])
@@ -143,7 +144,16 @@ def _start(monkeypatch, checkpoint, runtime=None, **overrides):
 
 @pytest.fixture
 def graph(monkeypatch, checkpoint):
-    context, node, runtime, _loads = _start(monkeypatch, checkpoint)
+    yield from _graph(monkeypatch, checkpoint)
+
+
+@pytest.fixture
+def lockstep_graph(monkeypatch, checkpoint):
+    yield from _graph(monkeypatch, checkpoint, lockstep=True)
+
+
+def _graph(monkeypatch, checkpoint, **overrides):
+    context, node, runtime, _loads = _start(monkeypatch, checkpoint, **overrides)
     probe = Probe(context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -172,6 +182,56 @@ def graph(monkeypatch, checkpoint):
 
 def _is_hold(positions, joints=HOME):
     return np.allclose(positions, joints[:7], atol=1e-9)
+
+
+def test_a_new_instructions_history_starts_after_it(graph):
+    """The joint state measured before an instruction belongs to the previous task: the new task's first
+    model tick has only the states measured after the instruction in its history."""
+    g = graph
+    trace = []
+    g.probe.node.create_subscription(String, TRACE_TOPIC, lambda m: trace.append(json.loads(m.data)), RELIABLE_QOS)
+    g.spin_until(lambda: g.node.joints is not None)
+    g.probe.feed_joints = False
+    g.probe.instruct("pick the red cube")
+    g.spin_until(lambda: g.node.instruction is not None)
+    g.spin_for(0.15)  # ticks before any new joint state (and before the watchdog's timeout): hold, no model
+    assert g.runtime.calls == 0 and g.node.dropped["inference_error"] == 0
+    g.probe.feed_joints = True
+    g.spin_until(lambda: any(t["source"] == "tick" and t["mode"] == "ok" for t in trace))
+    first = next(t for t in trace if t["source"] == "tick" and t["mode"] == "ok")
+    assert first["history"] == 1 and first["pushed"] is True
+
+
+def test_lockstep_acts_once_per_joint_state_and_announces_instructions(lockstep_graph):
+    """In lockstep a late simulation step is waited for: one model tick per new joint state, none on a repeat;
+    an accepted instruction is announced on the trace at once and waits for the next joint state."""
+    g = lockstep_graph
+    trace = []
+    g.probe.node.create_subscription(String, TRACE_TOPIC, lambda m: trace.append(json.loads(m.data)), RELIABLE_QOS)
+    g.probe.feed_joints = False
+    stamp = [1.0]
+
+    def joint_state():
+        g.probe.pub_joints.publish(conv.joint_state_msg(conv.JOINT_NAMES, g.probe.joints, np.zeros(9), stamp[0]))
+
+    joint_state()
+    g.spin_until(lambda: g.node.joints is not None)
+    g.probe.instruct("pick the red cube")
+    g.spin_until(lambda: any(t["source"] == "instruction" for t in trace))
+    announced = next(t for t in trace if t["source"] == "instruction")
+    assert announced["instruction_sha"] == instruction_sha("pick the red cube") and announced["history"] == 0
+    g.spin_for(0.3)  # six control periods on the joint state from before the instruction: no tick acts on it
+    assert g.runtime.calls == 0 and not [t for t in trace if t["source"] == "tick"]
+    for step in range(1, 4):
+        stamp[0] += PERIOD
+        joint_state()
+        g.spin_until(lambda step=step: g.runtime.calls == step)
+        g.spin_for(0.2)  # the simulation is late: no second tick on the same joint state
+        assert g.runtime.calls == step
+    ticks = [t for t in trace if t["source"] == "tick"]
+    assert [t["tick"] for t in ticks] == [0, 1, 2] and [t["history"] for t in ticks] == [1, 2, 3]
+    g.probe.feed_image = False  # the camera stops: the watchdog still holds the arm, lockstep or not
+    g.spin_until(lambda: g.node.mode == cl.STALE, timeout_s=2.0)
 
 
 def test_commands_at_the_control_rate_from_the_measured_state(graph):

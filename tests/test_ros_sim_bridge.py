@@ -5,6 +5,7 @@ The ROS domain and localhost-only discovery come from ``tests/conftest.py``.
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from mhc_ros import conversions as conv  # noqa: E402
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, SimBridgeNode  # noqa: E402
+from mhc_ros.system import TRACE_TOPIC, instruction_sha  # noqa: E402
 
 
 class Probe:
@@ -179,3 +181,58 @@ def test_commands_sent_before_an_episode_reset_are_ignored(graph):
     fresh = conv.joint_trajectory_msg(away, 0.05, stamp_s=probe.joint_stamp)  # stamped in this episode: obeyed
     probe.trajectory.publish(fresh)
     spin_until(lambda: abs(probe.joints[0] - away[0]) < 5e-3)
+
+
+@pytest.fixture
+def lockstep_graph(request):
+    """A lockstep bridge (realtime_factor 0) that holds each episode's first observation for the announcement."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    bridge = SimBridgeNode(context=context, parameter_overrides=[
+        Parameter("task", value="reach"), Parameter("seed", value=1), Parameter("image_width", value=32),
+        Parameter("image_height", value=32), Parameter("realtime_factor", value=0.0),
+        Parameter("instruction_ack_timeout_s", value=request.param)])
+    probe = Probe(context)
+    trace = probe.node.create_publisher(String, TRACE_TOPIC, RELIABLE_QOS)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(bridge)
+    executor.add_node(probe.node)
+    spin_until = spin_until_function(executor, poll_s=0.02, default_timeout_s=20.0)
+
+    def spin_for(seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+
+    yield bridge, probe, trace, spin_until, spin_for
+    executor.shutdown()
+    probe.node.destroy_node()
+    bridge.close()
+    context.try_shutdown()
+
+
+@pytest.mark.parametrize("lockstep_graph", [30.0], indirect=True)
+def test_lockstep_first_observation_waits_for_the_instruction_announcement(lockstep_graph):
+    bridge, probe, trace, spin_until, spin_for = lockstep_graph
+    spin_until(lambda: probe.status.get("episode_id") == 1 and probe.instruction)
+    spin_for(0.5)
+    assert probe.joints is None and probe.images == 0  # nothing of the new scene before the announcement
+    other = {"source": "instruction", "instruction_sha": instruction_sha("another task")}
+    trace.publish(String(data=json.dumps(other)))
+    trace.publish(String(data=json.dumps({"source": "tick", "instruction_sha": instruction_sha(probe.instruction)})))
+    trace.publish(String(data="not json"))
+    spin_for(0.3)
+    assert probe.joints is None
+    announced = {"source": "instruction", "instruction_sha": instruction_sha(probe.instruction), "tick": 0}
+    trace.publish(String(data=json.dumps(announced)))
+    spin_until(lambda: probe.joints is not None and probe.images > 0)
+    assert probe.status["step"] == 0 and bridge.ack_timeouts == 0
+
+
+@pytest.mark.parametrize("lockstep_graph", [0.3], indirect=True)
+def test_lockstep_first_observation_goes_out_at_the_timeout_without_an_announcement(lockstep_graph):
+    bridge, probe, _trace, spin_until, _spin_for = lockstep_graph
+    spin_until(lambda: probe.status.get("episode_id") == 1)
+    spin_until(lambda: probe.joints is not None, timeout_s=5.0)
+    assert bridge.ack_timeouts == 1
+    spin_until(lambda: probe.diagnostics.get("instruction_ack_timeouts") == "1")
