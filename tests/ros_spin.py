@@ -16,3 +16,14 @@ def spin_until_function(executor, poll_s: float, default_timeout_s: float):
         raise AssertionError(f"condition not met within {timeout_s} s")
 
     return spin_until
+
+
+def spin_for_function(executor, poll_s: float = 0.01):
+    """``spin_for(seconds)``: spin ``executor`` for that long, whatever arrives."""
+
+    def spin_for(seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=poll_s)
+
+    return spin_for

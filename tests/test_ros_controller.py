@@ -22,7 +22,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_spin import spin_until_function  # noqa: E402
+from ros_spin import spin_for_function, spin_until_function  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -160,11 +160,7 @@ def _graph(monkeypatch, checkpoint, **overrides):
     executor.add_node(probe.node)
 
     spin_until = spin_until_function(executor, poll_s=0.01, default_timeout_s=10.0)
-
-    def spin_for(seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
+    spin_for = spin_for_function(executor)
 
     def call(client):
         assert client.wait_for_service(timeout_sec=5.0)

@@ -5,7 +5,6 @@ The ROS domain and localhost-only discovery come from ``tests/conftest.py``.
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_spin import spin_until_function  # noqa: E402
+from ros_spin import spin_for_function, spin_until_function  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -198,11 +197,7 @@ def lockstep_graph(request):
     executor.add_node(bridge)
     executor.add_node(probe.node)
     spin_until = spin_until_function(executor, poll_s=0.02, default_timeout_s=20.0)
-
-    def spin_for(seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.01)
+    spin_for = spin_for_function(executor)
 
     yield bridge, probe, trace, spin_until, spin_for
     executor.shutdown()
