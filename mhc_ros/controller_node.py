@@ -386,11 +386,12 @@ class ControllerNode(LifecycleNode):
         self.pub_trajectory.publish(msg)
 
     def _stamp(self) -> float:
-        """A command's stamp: now, and never before the joint state it answers (under sim time the /clock
-        message can be handled after a newer joint state; a stamp from before an episode's reset would
-        make the simulation ignore the command)."""
+        """A command's stamp: now; in lockstep never before the joint state it answers (under sim time the
+        /clock message can be handled after a newer joint state, and a stamp from before an episode's reset
+        makes the simulation ignore the command). Not on a robot: a driver's clock ahead of ours would
+        stamp commands in the future, which trajectory controllers execute late."""
         now = self.get_clock().now().nanoseconds * 1e-9
-        if self.joint_stamp is None:
+        if not self.p["lockstep"] or self.joint_stamp is None:
             return now
         return max(now, self.joint_stamp[0] + self.joint_stamp[1] * 1e-9)
 

@@ -59,8 +59,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                              "the controller (step once a command answered the last state)"),
     "lockstep_timeout_s": (1.0, "with realtime_factor 0: step anyway after this wall time without a command (s)"),
     "instruction_ack_timeout_s": (0.0, "with realtime_factor 0: hold an episode's first observation until the "
-                                       "mhc_controller's tick trace announces the episode's instruction, at most "
-                                       "this long (s); 0 = do not wait"),
+                                       "mhc_controller's tick trace shows the episode's instruction (announced or "
+                                       "ticked on), at most this long (s); 0 = do not wait"),
     "max_steps": (0, "episode length limit in control periods; 0 = the task's own max_steps"),
     "camera_frame_id": ("camera", "frame_id of /camera/image_raw"),
     "world_frame_id": ("world", "frame_id of /sim/object_poses"),
@@ -229,7 +229,9 @@ class SimBridgeNode(Node):
             trace = json.loads(msg.data)
         except ValueError:
             return  # not the controller's JSON: the observation goes out at the timeout
-        if isinstance(trace, dict) and trace.get("source") == "instruction" \
+        # the announcement, or a tick already on the instruction (the announcement can be lost while the
+        # trace's publisher and this subscription are still discovering each other)
+        if isinstance(trace, dict) and trace.get("source") in ("instruction", "tick") \
                 and trace.get("instruction_sha") == self.awaited_sha:
             self._release_held_observation()
 

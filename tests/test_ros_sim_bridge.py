@@ -207,18 +207,20 @@ def lockstep_graph(request):
 
 
 @pytest.mark.parametrize("lockstep_graph", [30.0], indirect=True)
-def test_lockstep_first_observation_waits_for_the_instruction_announcement(lockstep_graph):
+@pytest.mark.parametrize("source", ["instruction", "tick"])  # announced, or (announcement lost) ticked on
+def test_lockstep_first_observation_waits_for_the_instruction_announcement(lockstep_graph, source):
     bridge, probe, trace, spin_until, spin_for = lockstep_graph
     spin_until(lambda: probe.status.get("episode_id") == 1 and probe.instruction)
     spin_for(0.5)
     assert probe.joints is None and probe.images == 0  # nothing of the new scene before the announcement
-    other = {"source": "instruction", "instruction_sha": instruction_sha("another task")}
-    trace.publish(String(data=json.dumps(other)))
-    trace.publish(String(data=json.dumps({"source": "tick", "instruction_sha": instruction_sha(probe.instruction)})))
+    for other in ({"source": "instruction", "instruction_sha": instruction_sha("another task")},
+                  {"source": "tick", "instruction_sha": instruction_sha("another task")},
+                  {"source": "stop", "instruction_sha": instruction_sha(probe.instruction)}):
+        trace.publish(String(data=json.dumps(other)))
     trace.publish(String(data="not json"))
     spin_for(0.3)
     assert probe.joints is None
-    announced = {"source": "instruction", "instruction_sha": instruction_sha(probe.instruction), "tick": 0}
+    announced = {"source": source, "instruction_sha": instruction_sha(probe.instruction), "tick": 0}
     trace.publish(String(data=json.dumps(announced)))
     spin_until(lambda: probe.joints is not None and probe.images > 0)
     assert probe.status["step"] == 0 and bridge.ack_timeouts == 0
