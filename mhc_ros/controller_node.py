@@ -42,7 +42,7 @@ from mhc_ros import conversions as conv
 from mhc_ros.controller_core import ControllerCore
 from mhc_ros.ros_env import run_node
 from mhc_ros.sim_bridge_node import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
-from mhc_ros.system import TRACE_TOPIC, instruction_sha
+from mhc_ros.system import TRACE_TOPIC, instruction_sha, stamp_seconds
 
 NODE_NAME = "mhc_controller"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -393,7 +393,7 @@ class ControllerNode(LifecycleNode):
         now = self.get_clock().now().nanoseconds * 1e-9
         if not self.p["lockstep"] or self.joint_stamp is None:
             return now
-        return max(now, self.joint_stamp[0] + self.joint_stamp[1] * 1e-9)
+        return max(now, stamp_seconds(self.joint_stamp))
 
     def _on_tick(self) -> None:
         start = self._now()

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from mhc_ros.system import CONTROLLER_TOPICS, TRACE_TOPIC
+from mhc_ros.system import CONTROLLER_TOPICS, TRACE_TOPIC, stamp_seconds
 
 
 class EpisodeClient:
@@ -68,11 +68,9 @@ class EpisodeClient:
 
     def _on_trace(self, msg: Any) -> None:
         trace = json.loads(msg.data)
-        stamp = trace.get("joint_state_stamp")
-        image = trace.get("image_stamp")
-        if trace.get("source") == "tick" and stamp is not None:
-            self.ticks.append((stamp[0] + stamp[1] * 1e-9, None if image is None else image[0] + image[1] * 1e-9,
-                               str(trace.get("mode"))))
+        joint_state = stamp_seconds(trace.get("joint_state_stamp"))
+        if trace.get("source") == "tick" and joint_state is not None:
+            self.ticks.append((joint_state, stamp_seconds(trace.get("image_stamp")), str(trace.get("mode"))))
 
     def _episode_ticks(self, start_time: float) -> list[tuple[float, float | None, str]]:
         """Ticks on the joint states of the episode that began at ``start_time`` (``/clock`` s), without those
@@ -83,9 +81,8 @@ class EpisodeClient:
 
     def ticks_on_old_joint_state(self, start_time: float) -> int:
         """Ticks of the episode that began at ``start_time`` (``/clock`` s) that used a joint state an earlier
-        tick had used. In lockstep every state is used once, so a count above 0 means the simulation fell
-        behind the controller's clock and the episode is not the one ``mhc eval`` runs without ROS. The
-        episode's last state is left out: the controller keeps ticking on it after the episode ends."""
+        tick had used. In lockstep every state is used once, so a count above 0 means the episode is not the
+        one ``mhc eval`` runs without ROS."""
         body = [t[0] for t in self._episode_ticks(start_time)]
         return len(body) - len(set(body))
 

@@ -67,6 +67,22 @@ def parameter_literal(value: Any) -> str:
                     "(bool, int, float, str)")
 
 
+# The mhc_controller's per-tick JSON trace (what each tick used; `mhc replay` follows it, `mhc eval --ros` counts it).
+TRACE_TOPIC = "/mhc/controller_tick"
+# How long a lockstep bridge holds an episode's first observation for the controller's instruction announcement.
+INSTRUCTION_ACK_TIMEOUT_S = 2.0
+
+
+def instruction_sha(text: str) -> str:
+    """The instruction's identity in the tick trace: first 16 hex digits of the SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def stamp_seconds(stamp: list[int] | None) -> float | None:
+    """A trace stamp ``[sec, nanosec]`` in seconds (None stays None)."""
+    return None if stamp is None else stamp[0] + stamp[1] * 1e-9
+
+
 def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image_width: int = 96,
                image_height: int = 96, control_hz: float = 20.0, realtime_factor: float = 1.0,
                publish_images: bool = True, auto_start: bool = True, use_sim_time: bool = True,
@@ -110,16 +126,6 @@ def sim_system(policy: str = "expert", task: str = "reach", seed: int = 0, image
             parameters={"control_hz": float(control_hz), "use_sim_time": bool(use_sim_time)})
     return [bridge, controller]
 
-
-# The mhc_controller's per-tick JSON trace (what each tick used; `mhc replay` follows it, `mhc eval --ros` counts it).
-TRACE_TOPIC = "/mhc/controller_tick"
-# How long a lockstep bridge holds an episode's first observation for the controller's instruction announcement.
-INSTRUCTION_ACK_TIMEOUT_S = 2.0
-
-
-def instruction_sha(text: str) -> str:
-    """The instruction's identity in the tick trace: first 16 hex digits of the SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 # Topics of the controller a robot set-up commonly renames: argument name -> default topic.
 CONTROLLER_TOPICS: dict[str, str] = {
