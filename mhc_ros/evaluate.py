@@ -88,11 +88,15 @@ def _ratio(a: float, b: float) -> float:
 
 class MotionError:
     """Ball ADE (m) over the prediction horizon: the model's ``motion`` vs two constant-velocity
-    extrapolations, one from the ball's true positions (privileged), one from its positions seen in the
-    same camera frames the model gets (``ball_from_image``; compared on the ticks where it saw the ball)."""
+    extrapolations, one from the ball's true positions at t−1 and t (privileged), one from its positions
+    seen in camera frames (``ball_from_image``) at t − ``lag`` and t, compared on the ticks where both
+    saw the ball. ``lag``: the model's frame stride when it sees earlier frames (the same observations),
+    else 1 (the previous frame)."""
 
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
+    def __init__(self, slot: int, lag: int = 1) -> None:
+        if lag < 1:
+            raise ValueError(f"lag={lag} must be >= 1")
+        self.slot, self.lag = slot, lag
         self.positions: list[np.ndarray] = []  # true slot position at each tick (3,)
         self.seen: list[np.ndarray | None] = []  # position estimated from the camera frame, or None
         self.predictions: list[np.ndarray] = []  # predicted (H, 3) at each tick
@@ -105,11 +109,11 @@ class MotionError:
         self.seen.append(None if seen is None else np.asarray(seen, dtype=float).copy())
 
     def end_episode(self) -> None:
-        """Score ticks t ≥ 1 whose whole horizon t+1..t+H was observed, then forget the episode."""
+        """Score ticks t ≥ ``lag`` whose whole horizon t+1..t+H was observed, then forget the episode."""
         positions = np.asarray(self.positions)
         for t, predicted in enumerate(self.predictions):
             horizon = len(predicted)
-            if t < 1 or t + horizon >= len(positions):
+            if t < self.lag or t + horizon >= len(positions):
                 continue
             truth = positions[t + 1 : t + 1 + horizon]  # (H, 3)
             steps = np.arange(1, horizon + 1)[:, None]
@@ -117,8 +121,9 @@ class MotionError:
             extrapolated = positions[t] + steps * (positions[t] - positions[t - 1])
             self.errors["model"].append(model)
             self.errors["const_velocity"].append(float(np.linalg.norm(extrapolated - truth, axis=-1).mean()))
-            if self.seen[t] is not None and self.seen[t - 1] is not None:
-                extrapolated = self.seen[t] + steps * (self.seen[t] - self.seen[t - 1])
+            earlier = self.seen[t - self.lag]
+            if self.seen[t] is not None and earlier is not None:
+                extrapolated = self.seen[t] + steps * (self.seen[t] - earlier) / self.lag
                 self.errors["model_seen"].append(model)
                 self.errors["const_velocity_seen"].append(float(np.linalg.norm(extrapolated - truth, axis=-1).mean()))
         self.positions, self.seen, self.predictions = [], [], []
@@ -139,11 +144,11 @@ class MotionError:
 class EpisodeObserver:
     """``on_step`` / ``on_result`` hooks of ``mhc_sim.evaluate`` for a model policy: motion error, videos."""
 
-    def __init__(self, policies: list, video_dir: Path | None, video_episodes: int) -> None:
+    def __init__(self, policies: list, video_dir: Path | None, video_episodes: int, motion_lag: int = 1) -> None:
         from mhc_sim import OBJECT_SLOTS
 
         self.policies = policies  # the RuntimePolicy made by evaluate's factory
-        self.motion = MotionError(OBJECT_SLOTS.index("ball"))
+        self.motion = MotionError(OBJECT_SLOTS.index("ball"), motion_lag)
         self.video_dir, self.video_episodes = video_dir, video_episodes
         self.frames: list = []
         self.written: list[str] = []
@@ -201,7 +206,9 @@ def evaluate_direct(args: argparse.Namespace, policy_name: str) -> dict:
         made.append(RuntimePolicy(runtime, parameters))
         return made[-1]
 
-    observer = EpisodeObserver(made, writable_dir(args.video) if args.video else None, args.video_episodes)
+    config = runtime.config  # the constant-velocity baseline sees the frames the model sees
+    lag = config.image_stride if config.image_history > 1 else 1
+    observer = EpisodeObserver(made, writable_dir(args.video) if args.video else None, args.video_episodes, lag)
     config = WorldConfig(image_width=args.image_size, image_height=args.image_size)
     result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=factory, config=config,
                       instructions=args.instructions, on_step=observer.on_step, on_result=observer.on_result)

@@ -64,6 +64,9 @@ class MHCConfig:
     image_size: int = 96  # model input S×S
     patch_size: int = 16  # total stride of the conv stem: 4 · 2^n
     stem_channels: int = 32
+    image_history: int = 1  # camera frames of the last ticks: t − stride·(n−1), …, t − stride, t
+    image_stride: int = 1  # ticks between those frames
+    instruction_frame: bool = False  # also the frame of the instruction's first tick (the unoccluded scene)
 
     # physical input
     joint_history: int = 4  # Hj past joint states (positions+velocities)
@@ -86,8 +89,8 @@ class MHCConfig:
     def __post_init__(self) -> None:
         positive = [
             "d_model", "n_layers", "head_dim", "vocab_size", "max_instruction_len", "image_size",
-            "patch_size", "stem_channels", "joint_history", "action_chunk", "action_steps_per_query",
-            "n_action_steps", "motion_horizon", "plan_slots", "num_skills", "num_targets",
+            "patch_size", "stem_channels", "image_history", "image_stride", "joint_history", "action_chunk",
+            "action_steps_per_query", "n_action_steps", "motion_horizon", "plan_slots", "num_skills", "num_targets",
         ]
         if self.dense:
             positive += ["shared_heads", "dense_ffn_hidden"]
@@ -105,8 +108,9 @@ class MHCConfig:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
             )
-        if not isinstance(self.ee_pose_features, bool):
-            raise ValueError(f"MHCConfig.ee_pose_features={self.ee_pose_features!r} must be true or false")
+        for name in ("ee_pose_features", "instruction_frame"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MHCConfig.{name}={getattr(self, name)!r} must be true or false")
         if self.balance not in BALANCE_MODES:
             raise ValueError(f"MHCConfig.balance={self.balance!r} unknown ({', '.join(BALANCE_MODES)})")
         for name in [
@@ -159,6 +163,16 @@ class MHCConfig:
     def n_patches(self) -> int:
         """Visual tokens per image."""
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_frames(self) -> int:
+        """Camera frames in the model's image input: the instruction frame (if any), then the history."""
+        return self.image_history + int(self.instruction_frame)
+
+    @property
+    def frame_lag(self) -> int:
+        """Ticks between the oldest and the newest frame of the history."""
+        return self.image_stride * (self.image_history - 1)
 
     @property
     def n_action_queries(self) -> int:

@@ -2,9 +2,10 @@
 
 Each sample is (episode, step t) with ``train_mask[t]`` true (all steps when a shard has no mask; false
 marks a scripted deliberate mistake, kept as history and future but never a sample): inputs
-``joint_history`` t−Hj+1..t (first state repeated before the start), the image at t (resized to the
-model input once, at load), the instruction; labels: actions t..t+K−1 (last repeated), object and
-end-effector positions t+1..t+H (last repeated), presence flags, the episode's plan and the phase at t.
+``joint_history`` t−Hj+1..t (first state repeated before the start), the camera frames the config
+asks for at t (``mhc_model.frames``; resized to the model input once, at load), the instruction;
+labels: actions t..t+K−1 (last repeated), object and end-effector positions t+1..t+H (last repeated),
+presence flags, the episode's plan and the phase at t.
 Augmentations (colour jitter, small random crops, instruction word dropout) run batched on the training
 device. Steps just after a masked stretch (the recovery from a deliberate mistake) can be sampled several
 times per epoch (``recovery_repeats``): they are few, and they are what the mask is there to teach.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mhc_model.config import MHCConfig
+from mhc_model.frames import frame_ticks
 from mhc_model.tokenizers import BOS, NONE, PAD, UNK, LabelVocabulary, Vocabulary, resize_images
 
 RECOVERY_WINDOW = 50  # steps after a masked stretch that count as its recovery (re-approach, grasp, lift)
@@ -94,7 +96,7 @@ class ShardDataset:
             raise ValueError(f"recovery_repeats={recovery_repeats} must be >= 1")
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
-        plan_s, plan_t, hist_idx, act_idx, fut_idx, ep_of, sample_counts = [], [], [], [], [], [], []
+        plan_s, plan_t, hist_idx, frame_idx, act_idx, fut_idx, ep_of, sample_counts = [], [], [], [], [], [], [], []
         offset = 0
         for ei, ep in enumerate(episodes):
             a = ep.arrays
@@ -118,6 +120,7 @@ class ShardDataset:
             plan_t.append(t_ids)
             t = np.arange(T)
             hist_idx.append(offset + np.clip(t[:, None] + np.arange(-cfg.joint_history + 1, 1), 0, T - 1))
+            frame_idx.append(offset + frame_ticks(cfg, t))
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
@@ -136,6 +139,7 @@ class ShardDataset:
         self.plan_skill = torch.tensor(plan_s, dtype=torch.long)  # (n_ep, P)
         self.plan_target = torch.tensor(plan_t, dtype=torch.long)  # (n_ep, P)
         self.hist_idx = torch.from_numpy(np.concatenate(hist_idx))  # (F, Hj)
+        self.frame_idx = torch.from_numpy(np.concatenate(frame_idx))  # (F, n_frames)
         self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
         self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
         repeats = np.concatenate(sample_counts)  # (F,) times each frame is a sample
@@ -172,7 +176,7 @@ class ShardDataset:
         return {
             "instruction_ids": self.ids[ep],
             "instruction_mask": self.masks[ep],
-            "image": self.images[index].float() / 255.0,
+            "image": self.images[self.frame_idx[index]].flatten(1, 2).float() / 255.0,  # (B, 3·n_frames, S, S)
             "joint_history": self.joints[self.hist_idx[index]],  # (B, Hj, 18)
             "action": self.actions[self.act_idx[index]],  # (B, K, 8)
             "motion": self.positions[self.fut_idx[index]],  # (B, H, 7, 3)
@@ -186,7 +190,8 @@ class ShardDataset:
 def augment_images(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.06,
                    max_zoom: float = 0.08, jitter: float = 0.2) -> torch.Tensor:
     """Batched small random crops (shift + zoom via an affine grid) and colour jitter
-    (brightness, contrast, saturation ± ``jitter``). ``images (B, 3, S, S)`` in [0, 1]."""
+    (brightness, contrast, saturation ± ``jitter``). ``images (B, 3·F, S, S)`` in [0, 1]: the F stacked
+    frames of a sample get the same crop and the same jitter."""
     B = images.shape[0]
     dev = images.device
 
@@ -206,8 +211,9 @@ def augment_images(images: torch.Tensor, generator: torch.Generator, max_shift: 
     out = out * brightness
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean
-    grey = out.mean(dim=1, keepdim=True)
-    out = (out - grey) * saturation + grey
+    frames = out.unflatten(1, (-1, 3))  # (B, F, 3, S, S)
+    grey = frames.mean(dim=2, keepdim=True)
+    out = ((frames - grey) * saturation[:, None] + grey).flatten(1, 2)
     return out.clamp(0.0, 1.0)
 
 

@@ -4,7 +4,7 @@ Profiles exported (batch 1, static shapes, opset ≥ 17; names are the graph's t
 
 - ``instruct``: ``instruction_ids (1, L) int32``, ``instruction_mask (1, L) float32`` (1 = word)
   → ``cache_k``, ``cache_v`` ``(n_layers, 1, h_s, L, head_dim) float32`` (run once per instruction);
-- ``control``: ``instruction_mask``, ``image (1, 3, S, S) float32`` RGB in [0, 1],
+- ``control``: ``instruction_mask``, ``image (1, 3·F, S, S) float32`` RGB in [0, 1] (F frames, ``mhc_model.frames``),
   ``joint_history (1, Hj, 18) float32``, ``cache_k``, ``cache_v`` → the head outputs (every step);
 - ``full`` (``--full``): ``instruction_ids``, ``instruction_mask``, ``image``, ``joint_history`` → heads.
 
@@ -95,7 +95,7 @@ def input_specs(cfg: MHCConfig, profile: str) -> dict[str, tuple[tuple[int, ...]
     every = {
         "instruction_ids": ((1, L), torch.int32),
         "instruction_mask": ((1, L), torch.float32),
-        "image": ((1, 3, S, S), torch.float32),
+        "image": ((1, 3 * cfg.n_frames, S, S), torch.float32),
         "joint_history": ((1, cfg.joint_history, 18), torch.float32),
         "cache_k": cache,
         "cache_v": cache,
@@ -116,7 +116,7 @@ def example_inputs(model: MHC, profile: str, seed: int = 0) -> tuple[torch.Tenso
     ids[:, 0] = 2  # <bos>
     device = next(model.parameters()).device
     named = {"instruction_ids": ids, "instruction_mask": mask,
-             "image": torch.rand(1, 3, cfg.image_size, cfg.image_size, generator=g),
+             "image": torch.rand(1, 3 * cfg.n_frames, cfg.image_size, cfg.image_size, generator=g),
              "joint_history": torch.randn(1, cfg.joint_history, 18, generator=g)}
     named = {k: v.to(device) for k, v in named.items()}
     if profile == "control":

@@ -25,7 +25,7 @@ def example_inputs(cfg: MHCConfig, batch: int = 1, seed: int = 0) -> dict[str, t
     return {
         "instruction_ids": torch.randint(3, cfg.vocab_size, (batch, L), generator=g),
         "instruction_mask": mask,
-        "image": torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=g),
+        "image": torch.rand(batch, 3 * cfg.n_frames, cfg.image_size, cfg.image_size, generator=g),
         "joint_history": torch.randn(batch, cfg.joint_history, 18, generator=g),
     }
 

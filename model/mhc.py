@@ -318,7 +318,8 @@ class MHC(nn.Module):
     """The mHC transformer.
 
     Inputs (batch B): ``instruction_ids (B, L) int64``, ``instruction_mask (B, L)`` (1 = word),
-    ``image (B, 3, S, S)`` float RGB in [0, 1] (see ``tokenizers.preprocess_image``),
+    ``image (B, 3·F, S, S)`` float RGB in [0, 1], ``cfg.n_frames`` frames stacked oldest first (see
+    ``tokenizers.preprocess_image``, ``mhc_model.frames``),
     ``joint_history (B, Hj, 18)`` positions then velocities of the 9 joints, oldest first.
 
     Profiles (``profile=``): ``full`` all tokens; ``instruct`` linguistic tokens only, returns the

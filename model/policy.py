@@ -5,7 +5,7 @@
 - ``select_action(batch) -> (B, 8)`` serves ``n_action_steps`` actions of each chunk from a queue;
 - ``reset()`` clears the queue and the instruction cache (call at each episode start).
 
-Batch keys: ``instruction_ids (B, L)``, ``instruction_mask (B, L)``, ``image (B, 3, S, S)`` in [0, 1],
+Batch keys: ``instruction_ids (B, L)``, ``instruction_mask (B, L)``, ``image (B, 3·F, S, S)`` in [0, 1],
 ``joint_history (B, Hj, 18)``; training labels: ``action``, ``motion``, ``motion_present``,
 ``plan_skill``, ``plan_target``, ``phase`` (see ``losses.head_losses``).
 """
@@ -70,12 +70,20 @@ class MHCPolicy(nn.Module):
         return self.vocabulary.encode_batch(instructions, self.config.max_instruction_len)
 
     def make_batch(
-        self, instruction: str, image: np.ndarray, joint_history: np.ndarray, encoding: str = "rgb8"
+        self, instruction: str, image: np.ndarray | list[np.ndarray], joint_history: np.ndarray,
+        encoding: str = "rgb8",
     ) -> dict[str, torch.Tensor]:
-        """One observation → a batch of 1: any-size uint8 image (rgb8/bgr8/mono8), ``joint_history (Hj, 18)``."""
+        """One observation → a batch of 1: any-size uint8 image (rgb8/bgr8/mono8) or the config's
+        ``n_frames`` images oldest first (one image: a task's first tick, every frame is it),
+        ``joint_history (Hj, 18)``."""
         ids, mask = self.tokenize([instruction])
         device = next(self.parameters()).device
-        image_t = preprocess_image(image, encoding, self.config.image_size)[None]
+        n = self.config.n_frames
+        frames = image if isinstance(image, list) else [image] * n
+        if len(frames) != n:
+            raise ValueError(f"{len(frames)} images given, the config takes {n} frames")
+        size = self.config.image_size
+        image_t = torch.cat([preprocess_image(f, encoding, size) for f in frames])[None]  # (1, 3·n, S, S)
         joints = torch.as_tensor(np.asarray(joint_history, dtype=np.float32))[None]
         if joints.shape[1:] != (self.config.joint_history, 18):
             raise ValueError(f"joint_history shape {tuple(joints.shape[1:])} != ({self.config.joint_history}, 18)")

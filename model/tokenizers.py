@@ -171,13 +171,17 @@ class LinguisticTokenizer(nn.Module):
 
 
 class VisualTokenizer(nn.Module):
-    """``image (B, 3, S, S)`` in [0, 1] → normalised → conv stem → patch tokens ``(B, (S/p)², d)``."""
+    """``image (B, 3·F, S, S)`` in [0, 1] (F = ``cfg.n_frames`` RGB frames stacked, oldest first) →
+    normalised → conv stem → patch tokens ``(B, (S/p)², d)``. The first convolution sees every frame
+    of a patch at once, so motion between frames is in the tokens without adding any."""
 
     def __init__(self, cfg: MHCConfig):
         super().__init__()
-        self.norm = Normalizer(3)
-        self.norm.set_stats(torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
-        layers: list[nn.Module] = [nn.Conv2d(3, cfg.stem_channels, kernel_size=4, stride=4), nn.GELU()]
+        channels = 3 * cfg.n_frames
+        self.norm = Normalizer(channels)
+        self.norm.set_stats(torch.tensor([0.485, 0.456, 0.406]).repeat(cfg.n_frames),
+                            torch.tensor([0.229, 0.224, 0.225]).repeat(cfg.n_frames))
+        layers: list[nn.Module] = [nn.Conv2d(channels, cfg.stem_channels, kernel_size=4, stride=4), nn.GELU()]
         channels, stride = cfg.stem_channels, 4
         while stride < cfg.patch_size:
             out = min(channels * 2, cfg.d_model)

@@ -73,6 +73,23 @@ def test_motion_error_against_constant_velocity():
     assert MotionError(slot=5).report() == {}
 
 
+def test_motion_error_baseline_sees_the_frames_the_model_sees():
+    """With lag 2 (a model fed the frame two ticks back) the seen-frames baseline extrapolates from ticks
+    t−2 and t: 1 cm of jitter on odd ticks is gone from every velocity, and ticks t < 2 are not scored."""
+    error = MotionError(slot=5, lag=2)
+    for t in range(12):
+        position = np.array([0.1 * t, 0.0, 0.0])
+        future = np.array([[0.1 * (t + h), 0.0, 0.0] for h in range(1, 4)])
+        error.add(position, future, seen=position + np.array([0.0, 0.0, 0.01 * (t % 2)]))
+    error.end_episode()
+    report = error.report()
+    assert report["motion_ade_ticks"] == 12 - 3 - 2
+    # ticks 2..8 scored; on the odd ones (3 of 7) the seen position is 1 cm off, the velocity never is
+    assert report["motion_ade_ball_const_velocity_seen_m"] == pytest.approx(0.01 * 3 / 7)
+    with pytest.raises(ValueError, match="lag=0"):
+        MotionError(slot=5, lag=0)
+
+
 def test_shipped_checkpoint_closes_the_loop(tmp_path, capsys):
     """The shipped model, ONNX Runtime on CPU, reaches the cube on seeded evaluation episodes (one of them
     instructed with a held-out paraphrase); a broken model, export or runtime fails here."""

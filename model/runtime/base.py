@@ -6,7 +6,8 @@ A backend subclasses :class:`Runtime` and implements two calls on batch-1 numpy 
 cache_v) -> {output name: array}``. Shapes (batch 1, see ``mhc_model.export`` for the names):
 
 - ``instruction_ids (1, L) int32``, ``instruction_mask (1, L) float32`` (1 = word);
-- ``image (1, 3, S, S) float32`` RGB in [0, 1]; ``joint_history (1, Hj, 18) float32``;
+- ``image (1, 3·F, S, S) float32`` RGB in [0, 1], the F frames of ``mhc_model.frames`` stacked;
+  ``joint_history (1, Hj, 18) float32``;
 - ``cache_k``, ``cache_v`` ``(n_layers, 1, h_s, L, head_dim) float32``.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from mhc_model.config import JOINT_STATE_DIM, MHCConfig
+from mhc_model.frames import FrameStack
 from mhc_model.tokenizers import UNK, LabelVocabulary, Vocabulary, preprocess_image, split_words
 
 LOG = logging.getLogger("mhc_model.runtime")
@@ -121,7 +123,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Runtime:
-    """Batch-1 inference with the instruction cached between steps (``docs/contracts.md``)."""
+    """Batch-1 inference with the instruction cached between steps (``docs/contracts.md``).
+
+    The camera frames of earlier steps that the config asks for (``image_history``,
+    ``instruction_frame``) are kept here: each ``step`` adds its image, ``encode_instruction`` starts over.
+    """
 
     backend = "base"
 
@@ -131,6 +137,7 @@ class Runtime:
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
         self._mask: np.ndarray | None = None
         self.encoding: InstructionEncoding | None = None
+        self.frames = FrameStack(spec.config)
 
     # what subclasses implement -----------------------------------------------------------------
     def _run_instruct(self, ids: np.ndarray, mask: np.ndarray) -> tuple[Any, Any]:
@@ -169,6 +176,7 @@ class Runtime:
         self._cache = self._run_instruct(ids, mask)
         self._mask = mask
         self.encoding = enc
+        self.frames.clear()
         return enc
 
     def preprocess(self, image: np.ndarray, encoding: str, joint_history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,11 +191,13 @@ class Runtime:
         return np.ascontiguousarray(img, dtype=np.float32), joints[None]
 
     def step(self, image: np.ndarray, encoding: str, joint_history: np.ndarray) -> StepOutput:
-        """One control step: ``control`` profile on the cached instruction (see :class:`StepOutput`)."""
+        """One control step: ``control`` profile on the cached instruction and the frames since it
+        (see :class:`StepOutput`)."""
         if self._cache is None or self._mask is None:
             raise RuntimeError("no instruction: call encode_instruction(text) before step()")
         img, joints = self.preprocess(image, encoding, joint_history)
-        out = self._run_control(self._mask, img, joints, *self._cache)
+        stacked = self.frames.push(img[0])[None]  # (1, 3·F, S, S)
+        out = self._run_control(self._mask, stacked, joints, *self._cache)
         return self.decode(out)
 
     def decode(self, out: dict[str, np.ndarray]) -> StepOutput:
