@@ -1,0 +1,139 @@
+"""Where the ball's predicted motion goes wrong: ADE by time since the episode's start, on intercept.
+
+Runs ``intercept`` episodes in closed loop (ONNX Runtime on CPU, the evaluation seeds of ``mhc eval``) and
+splits the ball's average displacement error over the prediction horizon by the tick it was predicted at
+(``--bins``), next to two constant-velocity extrapolations from the ball seen in the camera frames
+(``mhc_ros.evaluate.ball_from_image``): from ticks t−1 and t, and from t−2 and t. Ticks are scored where
+the whole horizon was observed and the ball was seen at t−2, t−1 and t. Also splits by episode outcome.
+
+Usage::
+
+    python bench/motion_phases.py --checkpoint model/checkpoints/mhc_s.safetensors --episodes 50 \
+        --out bench/results/motion_phases.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_bins(text: str) -> list[tuple[int, int]]:
+    """``"0,20,40"`` → ``[(0, 20), (20, 40), (40, ∞)]``; raises ``ValueError`` naming a bad value."""
+    try:
+        edges = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--bins {text!r}: expected comma-separated integers") from None
+    if not edges or edges[0] != 0 or any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError(f"--bins {text!r}: must start at 0 and increase")
+    return list(zip(edges, [*edges[1:], 1 << 30], strict=True))
+
+
+def score(episodes: list[dict], bins: list[tuple[int, int]]) -> list[dict]:
+    """Per bin (and outcome): ticks, model ADE, constant-velocity ADE from lag 1 and lag 2 (metres).
+
+    ``episodes``: ``{"success": bool, "ticks": [(true position (3,), predicted (H, 3), seen (3,) | None)]}``.
+    """
+    rows: list[tuple[int, bool, float, float, float]] = []
+    for episode in episodes:
+        ticks = episode["ticks"]
+        positions = np.array([p for p, _, _ in ticks])
+        for t, (_, predicted, seen) in enumerate(ticks):
+            horizon = len(predicted)
+            if t < 2 or t + horizon >= len(positions):
+                continue
+            earlier = [ticks[t - 1][2], ticks[t - 2][2]]
+            if seen is None or any(e is None for e in earlier):
+                continue
+            truth = positions[t + 1 : t + 1 + horizon]
+            steps = np.arange(1, horizon + 1)[:, None]
+
+            def ade(path: np.ndarray, truth: np.ndarray = truth) -> float:
+                return float(np.linalg.norm(path - truth, axis=-1).mean())
+
+            rows.append((t, episode["success"], ade(predicted), ade(seen + steps * (seen - earlier[0])),
+                         ade(seen + steps * (seen - earlier[1]) / 2)))
+    table = []
+    for lo, hi in bins:
+        for outcome in (None, True, False):
+            picked = [r for r in rows if lo <= r[0] < hi and (outcome is None or r[1] == outcome)]
+            if not picked:
+                continue
+            model, cv1, cv2 = (float(np.mean([r[i] for r in picked])) for i in (2, 3, 4))
+            table.append({"ticks_from": lo, "ticks_to": hi if hi < 1 << 30 else None,
+                          "episodes": {None: "all", True: "success", False: "failure"}[outcome],
+                          "n": len(picked), "model_m": model, "const_velocity_lag1_m": cv1,
+                          "const_velocity_lag2_m": cv2, "ratio_lag1": model / cv1 if cv1 > 0 else float("nan")})
+    return table
+
+
+def run(checkpoint: str, episodes: int, seed: int, threads: int) -> list[dict]:
+    from mhc_model.runtime import load_runtime
+    from mhc_sim import OBJECT_SLOTS, WorldConfig, evaluate
+    from tqdm import tqdm
+
+    from mhc_ros.evaluate import ball_from_image
+    from mhc_ros.model_policy import RuntimePolicy
+
+    runtime = load_runtime(checkpoint, backend="onnxruntime", threads=threads)
+    made: list[RuntimePolicy] = []
+    slot = OBJECT_SLOTS.index("ball")
+    recorded: list[dict] = []
+    current: list = []
+    progress = tqdm(total=episodes, desc="intercept episodes", unit="ep")
+
+    def factory() -> RuntimePolicy:
+        made.append(RuntimePolicy(runtime))
+        return made[-1]
+
+    def on_step(world, t, obs, action) -> None:
+        if obs.object_present[slot]:
+            current.append((obs.object_positions[slot].copy(), made[0].last_output.motion[:, slot].copy(),
+                            ball_from_image(obs.image)))
+
+    def on_result(result) -> None:
+        recorded.append({"success": bool(result.success), "ticks": list(current)})
+        current.clear()
+        progress.update()
+
+    evaluate("intercept", episodes, seed=seed, policy_factory=factory,
+             config=WorldConfig(image_width=96, image_height=96), on_step=on_step, on_result=on_result)
+    progress.close()
+    return recorded
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mhc_ros.evaluate import EVAL_SEED_BASE
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="mHC checkpoint (.safetensors)")
+    parser.add_argument("--episodes", type=int, default=50, help="intercept episodes (default: 50)")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE, help=f"first seed (default: {EVAL_SEED_BASE})")
+    parser.add_argument("--bins", default="0,20,40", help="tick bin edges (default: 0,20,40)")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default: 1)")
+    parser.add_argument("--out", type=Path, help="write the table as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        bins = parse_bins(args.bins)
+    except ValueError as err:
+        parser.error(str(err))
+    table = score(run(args.checkpoint, args.episodes, args.seed, args.threads), bins)
+    print(f"{'ticks':>9} {'episodes':>8} {'n':>5} {'model cm':>9} {'CV lag1':>8} {'CV lag2':>8} {'ratio':>6}")
+    for row in table:
+        span = f"{row['ticks_from']}-{row['ticks_to'] or ''}"
+        print(f"{span:>9} {row['episodes']:>8} {row['n']:>5} {row['model_m'] * 100:9.1f} "
+              f"{row['const_velocity_lag1_m'] * 100:8.1f} {row['const_velocity_lag2_m'] * 100:8.1f} "
+              f"{row['ratio_lag1']:6.1f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": args.checkpoint, "episodes": args.episodes,
+                                        "seed": args.seed, "table": table}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
