@@ -206,8 +206,8 @@ def evaluate_direct(args: argparse.Namespace, policy_name: str) -> dict:
         made.append(RuntimePolicy(runtime, parameters))
         return made[-1]
 
-    config = runtime.config  # the constant-velocity baseline sees the frames the model sees
-    lag = config.image_stride if config.image_history > 1 else 1
+    model_config = runtime.config  # the constant-velocity baseline sees the frames the model sees
+    lag = model_config.image_stride if model_config.image_history > 1 else 1
     observer = EpisodeObserver(made, writable_dir(args.video) if args.video else None, args.video_episodes, lag)
     config = WorldConfig(image_width=args.image_size, image_height=args.image_size)
     result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=factory, config=config,
