@@ -26,8 +26,9 @@ from typing import Any
 
 from mhc_model.export import file_sha256
 
+from mhc_ros.evaluate import EVAL_SEED_BASE
+
 TASKS = ("reach", "pick_place", "push", "intercept")
-EVAL_SEED = 1_000_000
 
 
 def parse_task_seeds(items: list[str]) -> dict[str, list[int]]:
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense", nargs="+", type=Path, required=True, help="dense baseline checkpoints")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated (default: {','.join(TASKS)})")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per seed block (default: 50)")
-    parser.add_argument("--seed", type=int, default=EVAL_SEED, help=f"first seed of every task (default: {EVAL_SEED})")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED_BASE,
+                        help=f"first seed of every task (default: {EVAL_SEED_BASE})")
     parser.add_argument("--task-seeds", nargs="*", default=[], metavar="TASK=SEED,SEED",
                         help="first seeds of several blocks for a task, e.g. push=1000000,1000050")
     parser.add_argument("--margin", type=float, default=5.0, help="allowed mHC − dense, points (default: 5)")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mhc_ros.evaluate import EVAL_SEED_BASE, ball_from_image, constant_velocity, displacement_error
+
 
 def parse_bins(text: str) -> list[tuple[int, int]]:
     """``"0,20,40"`` → ``[(0, 20), (20, 40), (40, ∞)]``; raises ``ValueError`` naming a bad value."""
@@ -50,13 +52,9 @@ def score(episodes: list[dict], bins: list[tuple[int, int]]) -> list[dict]:
             if seen is None or any(e is None for e in earlier):
                 continue
             truth = positions[t + 1 : t + 1 + horizon]
-            steps = np.arange(1, horizon + 1)[:, None]
-
-            def ade(path: np.ndarray, truth: np.ndarray = truth) -> float:
-                return float(np.linalg.norm(path - truth, axis=-1).mean())
-
-            rows.append((t, episode["success"], ade(predicted), ade(seen + steps * (seen - earlier[0])),
-                         ade(seen + steps * (seen - earlier[1]) / 2)))
+            rows.append((t, episode["success"], displacement_error(predicted, truth),
+                         displacement_error(constant_velocity(seen, earlier[0], 1, horizon), truth),
+                         displacement_error(constant_velocity(seen, earlier[1], 2, horizon), truth)))
     table = []
     for lo, hi in bins:
         for outcome in (None, True, False):
@@ -76,7 +74,6 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> list[dict]:
     from mhc_sim import OBJECT_SLOTS, WorldConfig, evaluate
     from tqdm import tqdm
 
-    from mhc_ros.evaluate import ball_from_image
     from mhc_ros.model_policy import RuntimePolicy
 
     runtime = load_runtime(checkpoint, backend="onnxruntime", threads=threads)
@@ -107,8 +104,6 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mhc_ros.evaluate import EVAL_SEED_BASE
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="mHC checkpoint (.safetensors)")
     parser.add_argument("--episodes", type=int, default=50, help="intercept episodes (default: 50)")

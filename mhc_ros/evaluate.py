@@ -86,6 +86,18 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
 
 
+def displacement_error(path: np.ndarray, truth: np.ndarray) -> float:
+    """Average displacement error (m) of a predicted ``path (H, 3)`` against ``truth (H, 3)``."""
+    return float(np.linalg.norm(path - truth, axis=-1).mean())
+
+
+def constant_velocity(now: np.ndarray, earlier: np.ndarray, lag: int, horizon: int) -> np.ndarray:
+    """``(horizon, 3)``: positions 1..horizon ticks after ``now`` at the velocity from ``earlier`` (``lag`` ticks
+    before) to ``now``."""
+    steps = np.arange(1, horizon + 1)[:, None]
+    return now + steps * (now - earlier) / lag
+
+
 class MotionError:
     """Ball ADE (m) over the prediction horizon: the model's ``motion`` vs two constant-velocity
     extrapolations, one from the ball's true positions at t−1 and t (privileged), one from its positions
@@ -116,16 +128,15 @@ class MotionError:
             if t < self.lag or t + horizon >= len(positions):
                 continue
             truth = positions[t + 1 : t + 1 + horizon]  # (H, 3)
-            steps = np.arange(1, horizon + 1)[:, None]
-            model = float(np.linalg.norm(predicted - truth, axis=-1).mean())
-            extrapolated = positions[t] + steps * (positions[t] - positions[t - 1])
+            model = displacement_error(predicted, truth)
             self.errors["model"].append(model)
-            self.errors["const_velocity"].append(float(np.linalg.norm(extrapolated - truth, axis=-1).mean()))
+            extrapolated = constant_velocity(positions[t], positions[t - 1], 1, horizon)
+            self.errors["const_velocity"].append(displacement_error(extrapolated, truth))
             earlier = self.seen[t - self.lag]
             if self.seen[t] is not None and earlier is not None:
-                extrapolated = self.seen[t] + steps * (self.seen[t] - earlier) / self.lag
+                extrapolated = constant_velocity(self.seen[t], earlier, self.lag, horizon)
                 self.errors["model_seen"].append(model)
-                self.errors["const_velocity_seen"].append(float(np.linalg.norm(extrapolated - truth, axis=-1).mean()))
+                self.errors["const_velocity_seen"].append(displacement_error(extrapolated, truth))
         self.positions, self.seen, self.predictions = [], [], []
 
     def report(self) -> dict[str, float]:
