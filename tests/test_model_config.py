@@ -61,6 +61,8 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "sweep/s_top3.json": ("s", {"top_k"}),
     "sweep/s_frames.json": ("s", {"image_history", "image_stride", "instruction_frame"}),
     "sweep/dense_s_frames.json": ("dense_s", {"image_history", "image_stride", "instruction_frame"}),
+    "sweep/s_iframe.json": ("s", {"instruction_frame"}),
+    "sweep/dense_s_iframe.json": ("dense_s", {"instruction_frame"}),
 }
 
 
