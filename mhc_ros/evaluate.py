@@ -86,9 +86,14 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.nan
 
 
+def step_errors(path: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``(H,)``: distance (m) of a predicted ``path (H, 3)`` from ``truth (H, 3)`` at each step."""
+    return np.linalg.norm(path - truth, axis=-1)
+
+
 def displacement_error(path: np.ndarray, truth: np.ndarray) -> float:
     """Average displacement error (m) of a predicted ``path (H, 3)`` against ``truth (H, 3)``."""
-    return float(np.linalg.norm(path - truth, axis=-1).mean())
+    return float(step_errors(path, truth).mean())
 
 
 def constant_velocity(now: np.ndarray, earlier: np.ndarray, lag: int, horizon: int) -> np.ndarray:

@@ -31,7 +31,8 @@ def test_table_splits_by_tick_and_outcome():
             ticks.append((np.array([0.01 * t, 0.0, 0.0]), future, np.array([0.01 * t, 0.0, 0.0])))
         return {"success": success, "ticks": ticks}
 
-    table = motion_phases.score([episode(True), episode(False)], motion_phases.parse_bins("0,6"))
+    ticks = motion_phases.scored_ticks([episode(True), episode(False)])
+    table = motion_phases.score(ticks, motion_phases.parse_bins("0,6"))
     rows = {(r["ticks_from"], r["episodes"]): r for r in table}
     early, late = rows[(0, "all")], rows[(6, "all")]
     assert early["n"] == 2 * 4 and late["n"] == 2 * (16 - 3 - 6)  # ticks 2..5 and 6..12 of each episode
@@ -39,3 +40,20 @@ def test_table_splits_by_tick_and_outcome():
     assert late["model_m"] == pytest.approx(0.02)  # mean of 1, 2, 3 cm
     assert late["const_velocity_lag1_m"] == pytest.approx(0.0, abs=1e-12)
     assert rows[(6, "success")]["n"] == rows[(6, "failure")]["n"] == 16 - 3 - 6
+
+
+def test_by_horizon_step_keeps_each_step_and_the_camera_error():
+    """The camera sees the ball 1 cm off in y; the model predicts it stopped: its error grows by 1 cm a step,
+    constant velocity's is the camera's 1 cm at every step."""
+    ticks = []
+    for t in range(12):
+        future = np.array([[0.01 * t, 0.0, 0.0]] * 3)
+        ticks.append((np.array([0.01 * t, 0.0, 0.0]), future, np.array([0.01 * t, 0.01, 0.0])))
+    scored = motion_phases.scored_ticks([{"success": True, "ticks": ticks}])
+    row = motion_phases.by_horizon_step(scored, 5)
+    assert row["n"] == 3  # ticks 2, 3, 4
+    assert row["model_m"] == pytest.approx([0.01, 0.02, 0.03])
+    assert row["const_velocity_lag1_m"] == pytest.approx([0.01] * 3)
+    assert row["camera_position_error_m"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="before tick 2"):
+        motion_phases.by_horizon_step(scored, 2)
