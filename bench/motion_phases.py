@@ -26,6 +26,8 @@ import numpy as np
 
 from mhc_ros.evaluate import EVAL_SEED_BASE, ball_from_image, constant_velocity, step_errors
 
+OPEN_END = 1 << 30  # the last bin's end: no end
+
 
 def parse_bins(text: str) -> list[tuple[int, int]]:
     """``"0,20,40"`` → ``[(0, 20), (20, 40), (40, ∞)]``; raises ``ValueError`` naming a bad value."""
@@ -35,7 +37,7 @@ def parse_bins(text: str) -> list[tuple[int, int]]:
         raise ValueError(f"--bins {text!r}: expected comma-separated integers") from None
     if not edges or edges[0] != 0 or any(b <= a for a, b in itertools.pairwise(edges)):
         raise ValueError(f"--bins {text!r}: must start at 0 and increase")
-    return list(zip(edges, [*edges[1:], 1 << 30], strict=True))
+    return list(zip(edges, [*edges[1:], OPEN_END], strict=True))
 
 
 class Tick(NamedTuple):
@@ -84,7 +86,7 @@ def score(ticks: list[Tick], bins: list[tuple[int, int]]) -> list[dict]:
                 continue
             model, cv1, cv2 = (float(np.mean([getattr(r, name).mean() for r in picked]))
                                for name in ("model", "const_velocity_lag1", "const_velocity_lag2"))
-            table.append({"ticks_from": lo, "ticks_to": hi if hi < 1 << 30 else None,
+            table.append({"ticks_from": lo, "ticks_to": hi if hi < OPEN_END else None,
                           "episodes": {None: "all", True: "success", False: "failure"}[outcome],
                           "n": len(picked), "model_m": model, "const_velocity_lag1_m": cv1,
                           "const_velocity_lag2_m": cv2, "ratio_lag1": model / cv1 if cv1 > 0 else float("nan")})
@@ -97,7 +99,7 @@ def by_horizon_step(ticks: list[Tick], ticks_to: int) -> dict:
     picked = [r for r in ticks if r.t < ticks_to]
     if not picked:
         raise ValueError(f"no scored tick before tick {ticks_to}")
-    return {"ticks_to": ticks_to, "n": len(picked),
+    return {"ticks_to": ticks_to if ticks_to < OPEN_END else None, "n": len(picked),
             "model_m": np.mean([r.model for r in picked], axis=0).tolist(),
             "const_velocity_lag1_m": np.mean([r.const_velocity_lag1 for r in picked], axis=0).tolist(),
             "camera_position_error_m": float(np.mean([r.camera_error for r in picked]))}
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{span:>9} {row['episodes']:>8} {row['n']:>5} {row['model_m'] * 100:9.1f} "
               f"{row['const_velocity_lag1_m'] * 100:8.1f} {row['const_velocity_lag2_m'] * 100:8.1f} "
               f"{row['ratio_lag1']:6.1f}")
-    print(f"by step of the horizon, ticks 0-{horizon['ticks_to'] - 1} (n {horizon['n']}), cm:")
+    span = "all ticks" if horizon["ticks_to"] is None else f"ticks 0-{horizon['ticks_to'] - 1}"
+    print(f"by step of the horizon, {span} (n {horizon['n']}), cm:")
     for name in ("model_m", "const_velocity_lag1_m"):
         print(f"  {name[:-2]:>20} " + " ".join(f"{e * 100:5.2f}" for e in horizon[name]))
     print(f"  camera's ball position error at t: {horizon['camera_position_error_m'] * 100:.2f} cm")

@@ -13,7 +13,7 @@ spec.loader.exec_module(motion_phases)
 
 
 def test_bins_parse_and_bad_ones_are_named():
-    assert motion_phases.parse_bins("0,20") == [(0, 20), (20, 1 << 30)]
+    assert motion_phases.parse_bins("0,20") == [(0, 20), (20, motion_phases.OPEN_END)]
     for bad in ["5,10", "0,10,10", "0,x", ""]:
         with pytest.raises(ValueError, match="--bins"):
             motion_phases.parse_bins(bad)
@@ -55,5 +55,6 @@ def test_by_horizon_step_keeps_each_step_and_the_camera_error():
     assert row["model_m"] == pytest.approx([0.01, 0.02, 0.03])
     assert row["const_velocity_lag1_m"] == pytest.approx([0.01] * 3)
     assert row["camera_position_error_m"] == pytest.approx(0.01)
+    assert motion_phases.by_horizon_step(scored, motion_phases.OPEN_END)["ticks_to"] is None
     with pytest.raises(ValueError, match="before tick 2"):
         motion_phases.by_horizon_step(scored, 2)
