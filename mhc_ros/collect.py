@@ -36,6 +36,7 @@ class CollectJob:
     keep_failed: bool
     action_noise: float = 0.0
     grasp_miss: float = 0.0
+    late_start: float = 0.0
 
 
 def episode_name(task: str, seed: int) -> str:
@@ -65,7 +66,8 @@ class NoisyExecution:
 
 
 STEP_KEYS = ("images", "joint_positions", "joint_velocities", "actions", "ee_positions", "ee_orientations",
-             "object_positions", "object_orientations", "object_velocities", "phase", "sim_time", "train_mask")
+             "object_positions", "object_orientations", "object_velocities", "phase", "sim_time", "train_mask",
+             "motion_mask")
 
 
 def record_episode(world, task: str, seed: int, expert,
@@ -74,7 +76,9 @@ def record_episode(world, task: str, seed: int, expert,
 
     Returns the shard arrays (observation t and the action chosen from it share index t) and the
     episode's outcome. ``action_noise``: see :class:`NoisyExecution`. ``train_mask`` is False on the
-    steps of a deliberate miss (``ExpertPolicy(grasp_miss=...)``): kept as context, never imitated.
+    steps of a deliberate miss (``ExpertPolicy(grasp_miss=...)``) and all through a late start
+    (``late_start``): kept as context, never imitated. ``motion_mask`` is True where the scene's motion is
+    still to be learned from: the imitated steps and every step of a late start (the ball rolling past).
     """
     from mhc_sim import run_episode
 
@@ -91,15 +95,16 @@ def record_episode(world, task: str, seed: int, expert,
                            ("object_positions", obs.object_positions),
                            ("object_orientations", obs.object_orientations),
                            ("object_velocities", obs.object_velocities), ("phase", expert.phase),
-                           ("sim_time", obs.sim_time), ("train_mask", expert.demonstrating)):
+                           ("sim_time", obs.sim_time), ("train_mask", expert.demonstrating),
+                           ("motion_mask", expert.demonstrating or expert.start_delay > 0)):
             steps[key].append(value)
 
     result = run_episode(world, task, seed, policy, on_step=record)
-    dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64, "train_mask": bool}
+    dtypes = {"images": np.uint8, "phase": np.int16, "sim_time": np.float64, "train_mask": bool, "motion_mask": bool}
     arrays = {key: np.asarray(values, dtype=dtypes.get(key, np.float32)) for key, values in steps.items()}
     arrays["object_present"] = present[0]
     return arrays, {"success": bool(result.success), "steps": len(steps["actions"]),
-                    "regrasps": expert.expert.regrasps}
+                    "regrasps": expert.expert.regrasps, "late_start": expert.start_delay}
 
 
 _WORKER: tuple | None = None
@@ -115,6 +120,7 @@ def _worker_for(job: CollectJob):
     if _WORKER is None or _WORKER[0].config != config:
         _WORKER = (TabletopWorld(config), ExpertPolicy())
     _WORKER[1].grasp_miss = job.grasp_miss
+    _WORKER[1].late_start = job.late_start
     return _WORKER
 
 
@@ -129,7 +135,7 @@ def collect_episode(job: CollectJob) -> dict:
     episode = world.episode
     name = episode_name(job.task, job.seed)
     entry = {"name": name, "task": job.task, "seed": job.seed, **outcome, "written": False}
-    if not outcome["success"] and not job.keep_failed:
+    if not outcome["success"] and not job.keep_failed and not outcome["late_start"]:  # late starts miss by design
         return entry
     meta = {
         "task": job.task,
@@ -189,6 +195,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grasp-miss", type=float, default=0.0,
                         help="probability of a deliberate first-grasp miss (3.5-4.5 cm beside the cube) that the "
                              "expert recovers from; the miss is masked out of training (train_mask)")
+    parser.add_argument("--late-start", type=float, default=0.0,
+                        help="probability that an intercept episode starts late (the arm held still 55-70 "
+                             "periods, so the ball rolls past it); kept whatever the outcome, its motion is "
+                             "learned (motion_mask), its actions never imitated (train_mask)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--action-noise {args.action_noise} must be a finite value ≥ 0 (rad)")
     if not 0.0 <= args.grasp_miss <= 1.0:
         raise UsageError(f"--grasp-miss {args.grasp_miss} must be a probability in [0, 1]")
+    if not 0.0 <= args.late_start <= 1.0:
+        raise UsageError(f"--late-start {args.late_start} must be a probability in [0, 1]")
     out = writable_dir(args.out)
     for sub in ("shards", "bags"):
         (out / sub).mkdir(exist_ok=True)
@@ -216,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"episode '{clashes[0]}' already exists in '{out}' (choose another --out or --seed)")
     jobs = [
         CollectJob(task, seed, str(out), args.image_width, args.image_height, args.control_hz,
-                   not args.no_bags, args.keep_failed, args.action_noise, args.grasp_miss)
+                   not args.no_bags, args.keep_failed, args.action_noise, args.grasp_miss, args.late_start)
         for task in args.task
         for seed in range(args.seed, args.seed + args.episodes)
     ]
@@ -237,8 +249,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     written = sum(e["written"] for e in entries)
     successes = sum(e["success"] for e in entries)
+    late = sum(e["late_start"] > 0 for e in entries)
+    late_text = f", {late} late starts" if late else ""
     print(
-        f"collected {len(entries)} episodes ({successes} successful, {written} written) in {elapsed:.1f} s: "
+        f"collected {len(entries)} episodes ({successes} successful{late_text}, {written} written) "
+        f"in {elapsed:.1f} s: "
         f"{len(entries) / elapsed * 60:.1f} episodes/minute -> {out}"
     )
     return 0

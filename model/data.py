@@ -1,7 +1,9 @@
 """Training data: the shards written by ``mhc collect`` (see docs/contracts.md), in memory.
 
 Each sample is (episode, step t) with ``train_mask[t]`` true (all steps when a shard has no mask; false
-marks a scripted deliberate mistake, kept as history and future but never a sample): inputs
+marks a scripted deliberate mistake, kept as history and future but never imitated), or with
+``motion_mask[t]`` true (absent: ``train_mask``): a step whose scene motion is learned but whose action,
+plan and phase are not (the batch's ``imitate`` is 0; e.g. a late start, the ball rolling past): inputs
 ``joint_history`` t−Hj+1..t (first state repeated before the start), the camera frames the config
 asks for at t (``mhc_model.frames``; resized to the model input once, at load), the instruction;
 labels: actions t..t+K−1 (last repeated), object and end-effector positions t+1..t+H (last repeated),
@@ -97,6 +99,7 @@ class ShardDataset:
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
         plan_s, plan_t, hist_idx, frame_idx, act_idx, fut_idx, ep_of, sample_counts = [], [], [], [], [], [], [], []
+        imitate = []
         offset = 0
         for ei, ep in enumerate(episodes):
             a = ep.arrays
@@ -124,7 +127,10 @@ class ShardDataset:
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
-            sample_counts.append(sample_repeats(a.get("train_mask", np.ones(T, bool)), recovery_repeats))
+            train = np.asarray(a.get("train_mask", np.ones(T, bool)), dtype=bool)
+            motion_only = np.asarray(a.get("motion_mask", train), dtype=bool) & ~train
+            sample_counts.append(np.where(motion_only, 1, sample_repeats(train, recovery_repeats)))
+            imitate.append(train)
             offset += T
         self.images = torch.cat(images)  # (F, 3, S, S) uint8
         self.joints = torch.from_numpy(np.concatenate(joints).astype(np.float32))  # (F, 18)
@@ -133,6 +139,7 @@ class ShardDataset:
         self.positions = torch.from_numpy(positions.astype(np.float32))  # (F, 7, 3)
         self.phase = torch.from_numpy(np.concatenate(phase))  # (F,)
         self.episode = torch.from_numpy(np.concatenate(ep_of))  # (F,)
+        self.imitate = torch.from_numpy(np.concatenate(imitate))  # (F,) bool: the action is a demonstration
         self.present = torch.from_numpy(np.stack(present))  # (n_ep, 7)
         self.ids = torch.from_numpy(np.stack(ids))  # (n_ep, L)
         self.masks = torch.from_numpy(np.stack(masks))  # (n_ep, L)
@@ -143,12 +150,13 @@ class ShardDataset:
         self.act_idx = torch.from_numpy(np.concatenate(act_idx))  # (F, K)
         self.fut_idx = torch.from_numpy(np.concatenate(fut_idx))  # (F, H)
         repeats = np.concatenate(sample_counts)  # (F,) times each frame is a sample
-        self.samples = torch.from_numpy(np.repeat(np.arange(len(repeats)), repeats))  # (S,) frames to imitate
+        self.samples = torch.from_numpy(np.repeat(np.arange(len(repeats)), repeats))  # (S,) frames to learn from
         if len(self.samples) == 0:
-            raise ValueError("ShardDataset: every step of these episodes is masked out (train_mask)")
+            raise ValueError("ShardDataset: every step of these episodes is masked out (train_mask, motion_mask)")
 
     def __len__(self) -> int:
-        """Samples (frames with ``train_mask``, recovery steps repeated), the range of :meth:`batch`'s indices."""
+        """Samples (frames with ``train_mask`` or ``motion_mask``, recovery steps repeated), the range of
+        :meth:`batch`'s indices."""
         return len(self.samples)
 
     def to(self, device: torch.device | str) -> ShardDataset:
@@ -184,6 +192,7 @@ class ShardDataset:
             "plan_skill": self.plan_skill[ep],
             "plan_target": self.plan_target[ep],
             "phase": self.phase[index],
+            "imitate": self.imitate[index].float(),  # (B,) 0: learn the motion only
         }
 
 

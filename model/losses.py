@@ -70,16 +70,28 @@ def routing_losses(
 def head_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: MHCConfig,
                 action_norm, position_norm) -> dict[str, torch.Tensor]:
     """Supervised losses (unweighted). Labels in ``batch``: ``action (B, K, 8)``, ``motion (B, H, 7, 3)``,
-    ``motion_present (B, 7) bool``, ``plan_skill``/``plan_target (B, P) int64``, ``phase (B,) int64``.
-    Regression targets are normalised with the model's own normalisers."""
-    action = F.mse_loss(outputs["action_norm"], action_norm.normalize(batch["action"]))
+    ``motion_present (B, 7) bool``, ``plan_skill``/``plan_target (B, P) int64``, ``phase (B,) int64``,
+    optionally ``imitate (B,)``: 0 for a sample whose motion is learned but whose action, plan and phase are
+    not (their losses average over the other samples). Regression targets are normalised with the
+    model's own normalisers."""
+    B = batch["action"].shape[0]
+    imitate = batch.get("imitate")
+    weight = batch["action"].new_ones(B) if imitate is None else imitate.float()
+
+    def imitated_mean(per_sample: torch.Tensor) -> torch.Tensor:
+        return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+
+    action_err = F.mse_loss(outputs["action_norm"], action_norm.normalize(batch["action"]), reduction="none")
+    action = imitated_mean(action_err.flatten(1).mean(1))
     present = batch["motion_present"].float()  # (B, 7)
     err = (outputs["motion_norm"] - position_norm.normalize(batch["motion"])).square().mean(-1)  # (B, H, 7)
     motion = (err * present[:, None, :]).sum() / (present.sum() * err.shape[1]).clamp_min(1.0)
     presence = F.binary_cross_entropy_with_logits(outputs["motion_present_logits"], present)
-    plan = 0.5 * (
-        F.cross_entropy(outputs["plan_skill_logits"].flatten(0, 1), batch["plan_skill"].flatten())
-        + F.cross_entropy(outputs["plan_target_logits"].flatten(0, 1), batch["plan_target"].flatten())
+    plan_err = 0.5 * (
+        F.cross_entropy(outputs["plan_skill_logits"].flatten(0, 1), batch["plan_skill"].flatten(), reduction="none")
+        + F.cross_entropy(outputs["plan_target_logits"].flatten(0, 1), batch["plan_target"].flatten(),
+                          reduction="none")
     )
-    phase = F.cross_entropy(outputs["phase_logits"], batch["phase"])
+    plan = imitated_mean(plan_err.view(B, -1).mean(1))
+    phase = imitated_mean(F.cross_entropy(outputs["phase_logits"], batch["phase"], reduction="none"))
     return {"action": action, "motion": motion, "presence": presence, "plan": plan, "phase": phase}

@@ -45,13 +45,19 @@ class Expert:
     """Plan-following expert. ``act(obs) -> (8,)`` action; ``phase`` indexes ``episode.plan``."""
 
     def __init__(self, episode: EpisodeSpec, kinematics: PandaKinematics | None = None,
-                 miss_offset: float = 0.0) -> None:
+                 miss_offset: float = 0.0, start_delay: int = 0) -> None:
         """``miss_offset`` (m, signed): the first grasp aims this far off the cube's centre along the hand's
         x axis (across the fingers' closing direction), so the fingers close beside the cube — a
-        deliberate miss that shows the recovery (see :attr:`demonstrating`). 0: no miss."""
+        deliberate miss that shows the recovery (see :attr:`demonstrating`). 0: no miss.
+        ``start_delay`` (control periods): hold the arm still this long before following the plan — a
+        deliberately late start (on intercept the ball rolls past the arm); the whole episode is then
+        not a demonstration. 0: start at once."""
+        if start_delay < 0:
+            raise ValueError(f"start_delay={start_delay} must be >= 0")
         self.episode = episode
         self._kinematics = kinematics or PandaKinematics()
         self._first_miss = float(miss_offset)
+        self.start_delay = int(start_delay)
         self.reset()
 
     def reset(self) -> None:
@@ -66,12 +72,14 @@ class Expert:
         self._start: dict[str, np.ndarray] = {}
         self._ball: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
         self._miss = self._first_miss
+        self._held = 0  # periods held still so far (start_delay)
         self.regrasps = 0
 
     @property
     def demonstrating(self) -> bool:
-        """False while a deliberate miss (``miss_offset``) is under way: those actions are not to be imitated."""
-        return self._miss == 0.0
+        """False while a deliberate miss (``miss_offset``) is under way, and all through a late start
+        (``start_delay``): those actions are not to be imitated."""
+        return self._miss == 0.0 and self.start_delay == 0
 
     # ------------------------------------------------------------------ main loop
     def act(self, obs: Observation) -> np.ndarray:
@@ -83,6 +91,9 @@ class Expert:
             self._start = {s: np.array(obs.object_positions[i]) for i, s in enumerate(OBJECT_SLOTS)}
         if obs.object_present[OBJECT_SLOTS.index("ball")]:
             self._ball.append((float(obs.sim_time), np.array(obs.object_positions[OBJECT_SLOTS.index("ball")])))
+        if self._held < self.start_delay:
+            self._held += 1
+            return np.array([*self._q, float(obs.joint_positions[7] + obs.joint_positions[8])])
         skill, target = self.episode.plan[self.phase]
         if skill == "lift" and self._missed(obs, target):
             self.phase = self.episode.plan.index(("move_to", target))  # open, re-approach, grasp again

@@ -24,6 +24,9 @@ class Policy(Protocol):
 
 
 GRASP_MISS_RANGE = (0.035, 0.045)  # metres off the cube's centre of a deliberate miss, either side
+# Control periods the arm holds still in a late start: the expert still stops the ball after 30, about half
+# the time after 45, and from 55 on nearly never (11 of 12); the ball leaves the table near period 70.
+LATE_START_RANGE = (55, 70)
 
 
 class ExpertPolicy:
@@ -32,27 +35,41 @@ class ExpertPolicy:
     ``grasp_miss``: probability that an episode with a grasp starts with a deliberate miss (the first
     grasp aimed ``GRASP_MISS_RANGE`` beside the cube, drawn from the episode's seed), so recordings show
     the expert re-grasping; :attr:`demonstrating` is False during the miss.
+    ``late_start``: probability that an intercept episode starts late (the arm held still for
+    ``LATE_START_RANGE`` periods, drawn from the episode's seed), so recordings show the ball rolling on
+    past the arm; :attr:`demonstrating` is False all through such an episode.
     """
 
-    def __init__(self, grasp_miss: float = 0.0) -> None:
-        if not 0.0 <= grasp_miss <= 1.0:
-            raise ValueError(f"grasp_miss={grasp_miss} must be in [0, 1]")
+    def __init__(self, grasp_miss: float = 0.0, late_start: float = 0.0) -> None:
+        for name, value in (("grasp_miss", grasp_miss), ("late_start", late_start)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} must be in [0, 1]")
         self._kinematics = PandaKinematics()
         self.grasp_miss = grasp_miss
+        self.late_start = late_start
         self.expert: Expert | None = None
 
     def reset(self, episode: EpisodeSpec) -> None:
-        miss = 0.0
+        miss, delay = 0.0, 0
         if self.grasp_miss > 0 and any(skill == "grasp" for skill, _ in episode.plan):
             rng = np.random.default_rng([episode.seed, 2])
             if rng.random() < self.grasp_miss:
                 miss = float(rng.choice([-1.0, 1.0]) * rng.uniform(*GRASP_MISS_RANGE))
-        self.expert = Expert(episode, self._kinematics, miss)
+        if self.late_start > 0 and any(skill == "block" for skill, _ in episode.plan):
+            rng = np.random.default_rng([episode.seed, 3])
+            if rng.random() < self.late_start:
+                delay = int(rng.integers(LATE_START_RANGE[0], LATE_START_RANGE[1] + 1))
+        self.expert = Expert(episode, self._kinematics, miss, delay)
 
     @property
     def demonstrating(self) -> bool:
-        """False while the expert performs a deliberate miss (not to be imitated)."""
+        """False while the expert performs a deliberate miss or a late start (not to be imitated)."""
         return self.expert is None or self.expert.demonstrating
+
+    @property
+    def start_delay(self) -> int:
+        """Periods this episode's late start holds the arm still (0: not a late start)."""
+        return 0 if self.expert is None else self.expert.start_delay
 
     def act(self, obs: Observation) -> np.ndarray:
         if self.expert is None:

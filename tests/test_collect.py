@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from mhc_sim import OBJECT_SLOTS
 
 from mhc_ros.bags import EPISODE_TOPICS, bag_summary
 from mhc_ros.cli import main
@@ -14,7 +15,7 @@ SHARD_KEYS = {
     "images": (np.uint8, 4), "joint_positions": (np.float32, 2), "joint_velocities": (np.float32, 2),
     "actions": (np.float32, 2), "ee_positions": (np.float32, 2), "object_positions": (np.float32, 3),
     "object_velocities": (np.float32, 3), "object_present": (np.bool_, 1), "phase": (np.int16, 1),
-    "sim_time": (np.float64, 1), "train_mask": (np.bool_, 1),
+    "sim_time": (np.float64, 1), "train_mask": (np.bool_, 1), "motion_mask": (np.bool_, 1),
 }
 
 
@@ -66,6 +67,28 @@ def test_deliberate_grasp_miss_is_recovered_and_masked(tmp_path):
         assert phase[first - 1] == 2 and phase[first] == 0  # lifting when it noticed, back to move_to
 
 
+def test_late_start_lets_the_ball_roll_past_and_is_kept_for_motion_only(tmp_path):
+    """--late-start 1: every intercept episode holds the arm still 55-70 periods, the ball rolls off the
+    table, and the episode is written anyway (without --keep-failed): motion learned, nothing imitated.
+    Other tasks are untouched."""
+    assert main(["collect", "--task", "intercept,reach", "--episodes", "2", "--seed", "3000002", "--out",
+                 str(tmp_path), "--workers", "2", "--no-bags", "--late-start", "1"]) == 0
+    manifest = {e["name"]: e for e in json.loads((tmp_path / "manifest.json").read_text())["episodes"]}
+    for name, entry in manifest.items():
+        with np.load(tmp_path / "shards" / f"{name}.npz", allow_pickle=False) as shard:
+            train, motion, joints = shard["train_mask"], shard["motion_mask"], shard["joint_positions"]
+            ball = shard["object_positions"][:, OBJECT_SLOTS.index("ball")]
+        assert entry["written"], entry
+        if name.startswith("reach"):
+            assert entry["success"] and entry["late_start"] == 0 and train.all() and motion.all()
+            continue
+        assert not entry["success"] and 55 <= entry["late_start"] <= 70, entry
+        assert not train.any() and motion.all()
+        held = entry["late_start"]
+        assert np.abs(joints[1:held, :7] - joints[0, :7]).max() < 0.01  # the arm held still
+        assert abs(ball[-1, 1]) > 0.5  # the ball rolled across the table (edges at ±0.6 m), past the arm
+
+
 def test_collect_refuses_to_overwrite(tmp_path):
     argv = ["collect", "--task", "reach", "--episodes", "1", "--out", str(tmp_path), "--workers", "1", "--no-bags"]
     assert main(argv) == 0
@@ -77,6 +100,7 @@ def test_collect_refuses_to_overwrite(tmp_path):
     (["collect", "--task", "reach", "--episodes", "-3", "--out", "OUT"], "-3"),
     (["collect", "--task", "reach", "--episodes", "1", "--out", "/proc/mhc-out"], "'/proc/mhc-out'"),
     (["collect", "--task", "reach", "--episodes", "1", "--out", "OUT", "--grasp-miss", "1.5"], "1.5"),
+    (["collect", "--task", "reach", "--episodes", "1", "--out", "OUT", "--late-start", "-0.5"], "-0.5"),
     (["eval", "--policy", "expert", "--task", "fly", "--episodes", "1"], "'fly'"),
     (["eval", "--policy", "expert", "--task", "reach", "--episodes", "-1"], "-1"),
     (["eval", "--policy", "magic", "--task", "reach", "--episodes", "1"], "'magic'"),

@@ -22,6 +22,8 @@ from mhc_model.data import (
     split_episodes,
 )
 from mhc_model.flops import example_inputs
+from mhc_model.losses import head_losses
+from mhc_model.policy import INPUT_KEYS, MHCPolicy
 
 
 @pytest.fixture(scope="module")
@@ -170,20 +172,51 @@ def test_masked_steps_are_context_not_samples(shards):
     episodes = [load_episode(p) for p in list_shards(shards)]
     T = len(episodes[0].arrays["actions"])
     mask = np.arange(T) >= T // 2
-    episodes[0].arrays["train_mask"] = mask
+    episodes[0].arrays["train_mask"] = episodes[0].arrays["motion_mask"] = mask  # as `mhc collect` writes a miss
     cfg = preset("tiny")
     vocab, skills, targets = build_vocabularies(episodes)
     ds = ShardDataset(episodes, cfg, vocab, skills, targets)
     frames = sum(len(e.arrays["actions"]) for e in episodes)
     assert len(ds) == frames - T // 2
     first = ds.batch(torch.arange(1))
+    assert first["imitate"].tolist() == [1.0]
     assert torch.equal(first["action"][0, 0], torch.from_numpy(episodes[0].arrays["actions"][T // 2]))
     # its history still reaches back into the masked steps
     assert torch.equal(first["joint_history"][0, 0, :9],
                        torch.from_numpy(episodes[0].arrays["joint_positions"][T // 2 - cfg.joint_history + 1]))
-    episodes[0].arrays["train_mask"] = np.zeros(T, bool)
+    episodes[0].arrays["train_mask"] = episodes[0].arrays["motion_mask"] = np.zeros(T, bool)
     with pytest.raises(ValueError, match="masked out"):
         ShardDataset(episodes[:1], cfg, vocab, skills, targets)
+
+
+def test_motion_only_steps_teach_motion_not_actions(shards):
+    """motion_mask without train_mask (a late start: the ball rolling past a still arm) makes the step a
+    sample with ``imitate`` 0: its motion error counts, its action, plan and phase errors do not."""
+    episodes = [load_episode(p) for p in list_shards(shards)]
+    T = len(episodes[0].arrays["actions"])
+    episodes[0].arrays["train_mask"] = np.arange(T) >= T // 2
+    episodes[0].arrays["motion_mask"] = np.ones(T, bool)
+    cfg = preset("tiny")
+    vocab, skills, targets = build_vocabularies(episodes)
+    ds = ShardDataset(episodes, cfg, vocab, skills, targets)
+    assert len(ds) == sum(len(e.arrays["actions"]) for e in episodes)  # every step is a sample once
+    batch = ds.batch(torch.arange(T))
+    assert batch["imitate"].tolist() == [0.0] * (T // 2) + [1.0] * (T - T // 2)
+
+    policy = MHCPolicy(cfg, vocab, skills, targets).eval()
+    with torch.no_grad():
+        outputs = policy.model(*(batch[k] for k in INPUT_KEYS), profile="full")
+    norms = (policy.model.heads.action_norm, policy.model.heads.position_norm)
+    base = head_losses(outputs, batch, cfg, *norms)
+    wrong = dict(batch, action=batch["action"] + (1.0 - batch["imitate"])[:, None, None] * 5.0,
+                 phase=torch.where(batch["imitate"] > 0, batch["phase"], (batch["phase"] + 1) % cfg.plan_slots))
+    moved = dict(batch, motion=batch["motion"] + (1.0 - batch["imitate"])[:, None, None, None] * 0.5)
+    changed = head_losses(outputs, wrong, cfg, *norms)
+    for name in ("action", "phase", "motion"):  # labels of the motion-only samples ignored
+        assert torch.allclose(changed[name], base[name]), name
+    assert head_losses(outputs, moved, cfg, *norms)["motion"] > base["motion"] + 1e-3  # but not their motion
+    everything = head_losses(outputs, dict(wrong, imitate=torch.ones(T)), cfg, *norms)
+    assert everything["action"] > base["action"] + 1e-3
 
 
 def test_recovery_steps_are_sampled_repeatedly(shards):
@@ -193,7 +226,7 @@ def test_recovery_steps_are_sampled_repeatedly(shards):
     assert sample_repeats(np.ones(5, bool), 4).tolist() == [1] * 5  # no mistake, no recovery
     episodes = [load_episode(p) for p in list_shards(shards)]
     T = len(episodes[0].arrays["actions"])
-    episodes[0].arrays["train_mask"] = np.arange(T) >= 10
+    episodes[0].arrays["train_mask"] = episodes[0].arrays["motion_mask"] = np.arange(T) >= 10
     cfg = preset("tiny")
     vocab, skills, targets = build_vocabularies(episodes)
     once = ShardDataset(episodes, cfg, vocab, skills, targets)

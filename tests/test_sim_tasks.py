@@ -13,6 +13,7 @@ from mhc_sim import (
     evaluate,
     run_episode,
 )
+from mhc_sim.experts import Expert
 from mhc_sim.scene import HOME_JOINTS
 
 
@@ -112,6 +113,25 @@ class NoVelocities(ExpertPolicy):
 
 def test_intercept_expert_needs_only_positions(world):
     assert run_episode(world, "intercept", 5, NoVelocities()).success
+
+
+def test_late_start_holds_the_arm_then_is_not_a_demonstration(world):
+    """ExpertPolicy(late_start=1) on intercept: the arm's commands stay put for the drawn delay, every step
+    is flagged not to imitate; other tasks start at once. Bad probabilities and delays are named."""
+    late = ExpertPolicy(late_start=1.0)
+    actions, flags = [], []
+    run_episode(world, "intercept", 7, late, on_step=lambda t, obs, action: (actions.append(action),
+                                                                             flags.append(late.demonstrating)))
+    delay = late.start_delay
+    assert 55 <= delay <= 70 and not any(flags)
+    assert np.abs(np.array(actions[:delay])[:, :7] - actions[0][:7]).max() < 1e-9
+    run_episode(world, "reach", 7, late)
+    assert late.start_delay == 0 and late.demonstrating
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=f"late_start={bad}"):
+            ExpertPolicy(late_start=bad)
+    with pytest.raises(ValueError, match="start_delay=-1"):
+        Expert(world.episode, start_delay=-1)
 
 
 def test_expert_phase_advances(world, expert):
