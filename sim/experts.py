@@ -30,14 +30,15 @@ def _up(height: float) -> np.ndarray:
     return np.array([0.0, 0.0, height])
 
 
-def _yaw_of(quaternion: np.ndarray) -> float:
+def yaw_of(quaternion: np.ndarray) -> float:
+    """Rotation (rad) about the world's vertical of an ``xyzw`` quaternion."""
     x, y, z, w = quaternion
     return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
 
 
 def _cube_grasp_yaw(quaternion: np.ndarray) -> float:
     """A cube looks the same every 90 degrees: pick the equivalent yaw nearest the home yaw (0)."""
-    yaw = _yaw_of(quaternion)
+    yaw = yaw_of(quaternion)
     return float((yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4)
 
 
@@ -87,7 +88,7 @@ class Expert:
         if self._cmd is None:
             self._cmd = np.array(obs.ee_position, dtype=float)
             self._q = np.array(obs.joint_positions[:7], dtype=float)
-            self._yaw = _yaw_of(obs.ee_orientation)
+            self._yaw = yaw_of(obs.ee_orientation)
             self._start = {s: np.array(obs.object_positions[i]) for i, s in enumerate(OBJECT_SLOTS)}
         if obs.object_present[OBJECT_SLOTS.index("ball")]:
             self._ball.append((float(obs.sim_time), np.array(obs.object_positions[OBJECT_SLOTS.index("ball")])))
