@@ -113,19 +113,15 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> list[dict]:
     from mhc_ros.model_policy import RuntimePolicy
 
     runtime = load_runtime(checkpoint, backend="onnxruntime", threads=threads)
-    made: list[RuntimePolicy] = []
+    policy = RuntimePolicy(runtime)
     slot = OBJECT_SLOTS.index("ball")
     recorded: list[dict] = []
     current: list = []
     progress = tqdm(total=episodes, desc="intercept episodes", unit="ep")
 
-    def factory() -> RuntimePolicy:
-        made.append(RuntimePolicy(runtime))
-        return made[-1]
-
     def on_step(world, t, obs, action) -> None:
         if obs.object_present[slot]:
-            current.append((obs.object_positions[slot].copy(), made[0].last_output.motion[:, slot].copy(),
+            current.append((obs.object_positions[slot].copy(), policy.last_output.motion[:, slot].copy(),
                             ball_from_image(obs.image)))
 
     def on_result(result) -> None:
@@ -133,7 +129,7 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> list[dict]:
         current.clear()
         progress.update()
 
-    evaluate("intercept", episodes, seed=seed, policy_factory=factory,
+    evaluate("intercept", episodes, seed=seed, policy_factory=lambda: policy,
              config=WorldConfig(image_width=96, image_height=96), on_step=on_step, on_result=on_result)
     progress.close()
     return recorded

@@ -104,8 +104,8 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float,
         hand, cube, width, angle = (np.array(column) for column in zip(*track, strict=True))
         if not result.success:
             failed[result.seed] = describe(hand, cube, width, angle)
-        elif close_events(width):
-            succeeded_angles.append(round(float(angle[close_events(width)[0][0]]), 1))
+        elif events := close_events(width):
+            succeeded_angles.append(round(float(angle[events[0][0]]), 1))
         track.clear()
         progress.update()
 

@@ -160,10 +160,10 @@ class MotionError:
 class EpisodeObserver:
     """``on_step`` / ``on_result`` hooks of ``mhc_sim.evaluate`` for a model policy: motion error, videos."""
 
-    def __init__(self, policies: list, video_dir: Path | None, video_episodes: int, motion_lag: int = 1) -> None:
+    def __init__(self, policy, video_dir: Path | None, video_episodes: int, motion_lag: int = 1) -> None:
         from mhc_sim import OBJECT_SLOTS
 
-        self.policies = policies  # the RuntimePolicy made by evaluate's factory
+        self.policy = policy  # the RuntimePolicy the episodes run
         self.motion = MotionError(OBJECT_SLOTS.index("ball"), motion_lag)
         self.video_dir, self.video_episodes = video_dir, video_episodes
         self.frames: list = []
@@ -171,7 +171,7 @@ class EpisodeObserver:
         self.episode_index = 0
 
     def on_step(self, world, t: int, obs, action) -> None:
-        output = self.policies[0].last_output
+        output = self.policy.last_output
         if obs.object_present[self.motion.slot]:
             seen = ball_from_image(obs.image) if obs.image is not None else None
             self.motion.add(obs.object_positions[self.motion.slot], output.motion[:, self.motion.slot], seen)
@@ -216,19 +216,14 @@ def evaluate_direct(args: argparse.Namespace, policy_name: str) -> dict:
 
     parameters = controller_parameters(args.param)
     runtime = _load_runtime(args)
-    made: list = []
-
-    def factory():
-        made.append(RuntimePolicy(runtime, parameters))
-        return made[-1]
-
+    policy = RuntimePolicy(runtime, parameters)
     model_config = runtime.config  # the constant-velocity baseline sees the frames the model sees
     lag = model_config.image_stride if model_config.image_history > 1 else 1
-    observer = EpisodeObserver(made, writable_dir(args.video) if args.video else None, args.video_episodes, lag)
+    observer = EpisodeObserver(policy, writable_dir(args.video) if args.video else None, args.video_episodes, lag)
     config = WorldConfig(image_width=args.image_size, image_height=args.image_size)
-    result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=factory, config=config,
+    result = evaluate(args.task, args.episodes, seed=args.seed, policy_factory=lambda: policy, config=config,
                       instructions=args.instructions, on_step=observer.on_step, on_result=observer.on_result)
-    p50, p99 = made[0].latency.percentiles_ms()
+    p50, p99 = policy.latency.percentiles_ms()
     result.update(checkpoint=str(args.checkpoint), backend=runtime.backend, controller_overrides=parameters,
                   latency_p50_ms=p50, latency_p99_ms=p99, **observer.motion.report())
     if observer.written:
