@@ -13,6 +13,9 @@ the same every 90°, so 0–45°) at each close command, how high the cube got, 
   than ``CARRIED`` up;
 - ``other``.
 
+It also counts the episodes, failed and successful, whose first close came more than ``HIGH`` above the
+cube's centre (the fingertips on its top edge).
+
 Usage::
 
     python bench/pick_failures.py --checkpoint model/checkpoints/mhc_s.safetensors --episodes 50 \
@@ -33,6 +36,7 @@ from mhc_ros.evaluate import EVAL_SEED_BASE
 CLOSED = 0.02  # gripper command (m) below which the fingers are told to shut
 LIFTED = 0.005  # the cube this far (m) above where it started has left the table
 CARRIED = 0.03  # ... and this far is being carried
+HIGH = 0.015  # the hand this far (m) above the cube's centre at a close: fingertips on the cube's top edge
 
 
 def close_events(width: np.ndarray) -> list[tuple[int, int]]:
@@ -67,21 +71,30 @@ def face_angle_deg(hand_yaw: np.ndarray, cube_yaw: np.ndarray) -> np.ndarray:
     return np.abs((turn + 45.0) % 90.0 - 45.0)
 
 
-def describe(hand: np.ndarray, cube: np.ndarray, width: np.ndarray, face_angle: np.ndarray) -> dict:
-    """One failed episode: its kind, and per close command the hand's offset from the cube's centre (cm),
-    the fingers' angle to the cube's faces (degrees) and the cube's highest rise (cm) while the gripper
-    stayed shut."""
+def closes(hand: np.ndarray, cube: np.ndarray, width: np.ndarray, face_angle: np.ndarray) -> list[dict]:
+    """Per close command: the hand's offset from the cube's centre (cm), the fingers' angle to the cube's
+    faces (degrees) and the cube's highest rise (cm) while the gripper stayed shut."""
     rise = cube[:, 2] - cube[0, 2]
+    return [{"step": t, "hand_minus_cube_cm": np.round((hand[t] - cube[t]) * 100, 1).tolist(),
+             "face_angle_deg": round(float(face_angle[t]), 1),
+             "cube_rise_cm": round(float(rise[t:end].max()) * 100, 1)}
+            for t, end in close_events(width)]
+
+
+def describe(hand: np.ndarray, cube: np.ndarray, width: np.ndarray, face_angle: np.ndarray) -> dict:
+    """One failed episode: its kind and its :func:`closes`."""
     return {"kind": failure_kind(width, cube[:, 2]), "steps": len(width),
-            "closes": [{"step": t, "hand_minus_cube_cm": np.round((hand[t] - cube[t]) * 100, 1).tolist(),
-                        "face_angle_deg": round(float(face_angle[t]), 1),
-                        "cube_rise_cm": round(float(rise[t:end].max()) * 100, 1)}
-                       for t, end in close_events(width)]}
+            "closes": closes(hand, cube, width, face_angle)}
 
 
-def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float, dict[int, dict], list[float]]:
-    """Success rate, the failed episodes (:func:`describe`) by seed, and the fingers' angle to the cube's
-    faces at the first close of each successful episode."""
+def closed_high(first_closes: list[dict]) -> int:
+    """How many of these first closes came more than ``HIGH`` above the cube's centre."""
+    return sum(1 for close in first_closes if close["hand_minus_cube_cm"][2] > HIGH * 100)
+
+
+def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float, dict[int, dict], list[dict]]:
+    """Success rate, the failed episodes (:func:`describe`) by seed, and the first of the :func:`closes`
+    of each successful episode."""
     from mhc_model.runtime import load_runtime
     from mhc_sim import OBJECT_SLOTS, WorldConfig, evaluate
     from mhc_sim.experts import yaw_of
@@ -92,7 +105,7 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float,
     runtime = load_runtime(checkpoint, backend="onnxruntime", threads=threads)
     track: list[tuple[np.ndarray, np.ndarray, float, float]] = []
     failed: dict[int, dict] = {}
-    succeeded_angles: list[float] = []
+    succeeded: list[dict] = []
     progress = tqdm(total=episodes, desc="pick_place episodes", unit="ep")
 
     def on_step(world, t, obs, action) -> None:
@@ -104,8 +117,8 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float,
         hand, cube, width, angle = (np.array(column) for column in zip(*track, strict=True))
         if not result.success:
             failed[result.seed] = describe(hand, cube, width, angle)
-        elif events := close_events(width):
-            succeeded_angles.append(round(float(angle[events[0][0]]), 1))
+        elif events := closes(hand, cube, width, angle):
+            succeeded.append(events[0])
         track.clear()
         progress.update()
 
@@ -113,7 +126,7 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float,
                       config=WorldConfig(image_width=96, image_height=96), instructions="mixed",
                       on_step=on_step, on_result=on_result)
     progress.close()
-    return report["success_rate"], failed, succeeded_angles
+    return report["success_rate"], failed, succeeded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,9 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default: 1)")
     parser.add_argument("--out", type=Path, help="write the failed episodes as JSON here")
     args = parser.parse_args(argv)
-    success_rate, failed, succeeded_angles = run(args.checkpoint, args.episodes, args.seed, args.threads)
+    success_rate, failed, succeeded = run(args.checkpoint, args.episodes, args.seed, args.threads)
     kinds = Counter(episode["kind"] for episode in failed.values())
     print(f"success {success_rate:.2f}; {len(failed)} failed: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common()))
+    failed_first = [episode["closes"][0] for episode in failed.values() if episode["closes"]]
+    high = {"failed": closed_high(failed_first), "succeeded": closed_high(succeeded)}
+    print(f"first close more than {HIGH * 100:.1f} cm above the cube's centre: {high['failed']} of "
+          f"{len(failed_first)} failed and {high['succeeded']} of {len(succeeded)} successful episodes that closed")
+    succeeded_angles = [close["face_angle_deg"] for close in succeeded]
     if succeeded_angles:
         print(f"fingers to the cube's faces at the first close of the successful episodes: median "
               f"{np.median(succeeded_angles):.1f}°, 90th percentile {np.percentile(succeeded_angles, 90):.1f}°")
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"checkpoint": args.checkpoint, "episodes": args.episodes, "seed": args.seed,
                                         "success_rate": success_rate, "kinds": dict(kinds),
-                                        "succeeded_first_close_face_angle_deg": succeeded_angles,
+                                        "first_close_high": high, "succeeded_first_closes": succeeded,
                                         "failed": {str(s): e for s, e in sorted(failed.items())}}, indent=1) + "\n")
     return 0
 

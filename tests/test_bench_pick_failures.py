@@ -45,3 +45,9 @@ def test_describe_gives_offsets_and_rise_per_close():
     assert episode["closes"][0]["hand_minus_cube_cm"] == [3.0, 0.0, 1.0]
     assert [c["face_angle_deg"] for c in episode["closes"]] == [30.0, 10.0]
     assert [c["cube_rise_cm"] for c in episode["closes"]] == [0.0, 2.0]
+
+
+def test_closed_high_counts_first_closes_above_the_cube():
+    at = [{"hand_minus_cube_cm": [0.0, 0.0, z]} for z in (0.2, 1.4, 1.6, 2.9)]
+    assert pick_failures.closed_high(at) == 2
+    assert pick_failures.closed_high([]) == 0
