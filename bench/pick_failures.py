@@ -117,8 +117,8 @@ def run(checkpoint: str, episodes: int, seed: int, threads: int) -> tuple[float,
         hand, cube, width, angle = (np.array(column) for column in zip(*track, strict=True))
         if not result.success:
             failed[result.seed] = describe(hand, cube, width, angle)
-        elif events := closes(hand, cube, width, angle):
-            succeeded.append(events[0])
+        elif made := closes(hand, cube, width, angle):
+            succeeded.append(made[0])
         track.clear()
         progress.update()
 
