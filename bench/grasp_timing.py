@@ -55,13 +55,16 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
 
     policy = load_policy(checkpoint)[0].eval()
     dataset = ShardDataset(episodes, policy.config, policy.vocabulary, policy.skills, policy.targets)
+    if len(dataset) != sum(len(episode.arrays["actions"]) for episode in episodes):
+        raise ValueError("some demonstration steps are not imitated (--grasp-miss, --late-start or train_mask): "
+                         "collect plain expert demonstrations for this")
 
     def next_commands(ticks: np.ndarray) -> np.ndarray:  # the first action of the chunk predicted on each tick
         with torch.no_grad():
             batch = dataset.batch(torch.as_tensor(ticks))
             return policy.model(*(batch[k] for k in INPUT_KEYS), profile="full")["action_chunk"][:, 0].numpy()
 
-    rows, offset = [], 0  # every step is imitated, so sample i of the dataset is frame i
+    rows, offset = [], 0  # every step is imitated (checked above), so sample i of the dataset is frame i
     for episode in episodes:
         actions, hand_z = episode.arrays["actions"], episode.arrays["ee_positions"][:, 2]
         close = first_close(actions)
