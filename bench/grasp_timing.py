@@ -3,9 +3,9 @@
 ``bench/pick_failures.py`` finds mHC-S closing on the cube's top edge in closed loop more often than its
 dense baseline. This asks whether that is learned timing: on fresh expert demonstrations (states the
 expert reached, so no compounding error), in the ``--window`` ticks before the expert's first close,
-does the model's next command already say "close" while the hand is still more than ``HIGH`` above the
-height where the expert closed? Also: how often it says "close" on the expert's close ticks, and its
-joint-target error (mrad) over the window.
+does the model's next command already say "close" (``CLOSED``, as in ``bench/pick_failures.py``) while
+the hand is still more than ``HIGH`` above the height where the expert closed? Also: how often it says
+"close" on the expert's close ticks, and its joint-target error (mrad) over the window.
 
 Demonstrations no model has seen (seeds 3 000 000+: not training, evaluation or tuning seeds)::
 
@@ -20,17 +20,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-
-CLOSED = 0.02  # gripper command (m) below which the fingers are told to shut (as bench/pick_failures.py)
-HIGH = 0.015  # the hand this far (m) above the expert's closing height is above the cube's top edge
+from pick_failures import CLOSED, HIGH, close_events  # the same close command and height bound (bench/)
 
 
 def first_close(actions: np.ndarray) -> int:
     """The tick of the first close command in ``actions (T, 8)``; raises if the gripper never closes."""
-    shut = np.flatnonzero(np.asarray(actions)[:, 7] < CLOSED)
-    if not len(shut):
+    events = close_events(np.asarray(actions)[:, 7])
+    if not events:
         raise ValueError("the demonstration never closes the gripper (not a pick_place episode?)")
-    return int(shut[0])
+    return events[0][0]
 
 
 def window_figures(next_before: np.ndarray, next_at: np.ndarray, actions: np.ndarray, hand_z: np.ndarray,

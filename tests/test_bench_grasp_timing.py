@@ -1,12 +1,14 @@
 """bench/grasp_timing.py: the expert's close tick and the per-demonstration figures."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "grasp_timing.py"
+sys.path.insert(0, str(SCRIPT.parent))  # it imports bench/pick_failures.py, as it does when run from bench/
 spec = importlib.util.spec_from_file_location("bench_grasp_timing", SCRIPT)
 grasp_timing = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(grasp_timing)
