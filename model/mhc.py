@@ -230,7 +230,9 @@ class HierarchicalMoE(nn.Module):
     """y = p(d*|x) · Σ_{j∈topk} g_j(x) · E_{d*,j}(x) + shared(x), d* = argmax task router.
 
     Level 2 picks top-k of the chosen domain's E experts on ``softmax(gate) + bias[d*]``; the bias
-    (aux-loss-free balancing, DeepSeek-V3) only steers the choice, the weights use unbiased scores.
+    (aux-loss-free balancing, DeepSeek-V3) only steers the choice, the weights use unbiased scores,
+    renormalised over the k chosen when k > 1. At k = 1 the weight is the expert's own score (as in
+    Switch Transformer): renormalised it would be 1 and the gate would get no gradient from the task.
     """
 
     def __init__(self, cfg: MHCConfig):
@@ -259,8 +261,10 @@ class HierarchicalMoE(nn.Module):
         scores = expert_logits.float().softmax(-1)  # (N, E)
         choice = scores + self.expert_bias.index_select(0, domain_idx)  # (N, E)
         expert_idx = choice.topk(k, dim=-1).indices  # (N, k)
-        weight = scores.gather(1, expert_idx)
-        weight = weight / weight.sum(-1, keepdim=True) * domain_gate  # (N, k)
+        weight = scores.gather(1, expert_idx)  # (N, k)
+        if k > 1:  # renormalised over the chosen k; at k = 1 that would be a constant 1 (Switch keeps p)
+            weight = weight / weight.sum(-1, keepdim=True)
+        weight = weight * domain_gate  # (N, k)
         global_idx = domain_idx[:, None] * E + expert_idx  # (N, k)
         y = self.experts(flat, global_idx, weight)  # (N, d)
         if self.shared is not None:

@@ -75,3 +75,19 @@ def test_grouped_training_path_matches_gathered_path():
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_single_expert_weight_is_its_score_so_the_gate_learns_from_the_task():
+    """At top_k 1 the chosen expert is weighted by its own score (renormalised it would be a constant 1)."""
+    torch.manual_seed(0)
+    moe = HierarchicalMoE(preset("tiny").replace(top_k=1))
+    x = torch.randn(2, 5, moe.router.gate.in_features)
+    out, routing = moe(x)
+    out.square().sum().backward()  # the task output alone, no routing losses
+    assert moe.expert_gate.weight.grad is not None and moe.expert_gate.weight.grad.abs().sum() > 0
+    flat = x.reshape(10, -1)
+    scores = routing.expert_logits.softmax(-1).gather(1, routing.expert_idx)  # (N, 1)
+    domain_gate = moe.router(flat)[0].softmax(-1).gather(1, routing.domain_idx[:, None])
+    idx = routing.domain_idx[:, None] * moe.n_experts + routing.expert_idx
+    expected = moe.experts.gathered(flat, idx, scores * domain_gate) + moe.shared(flat)
+    torch.testing.assert_close(out.reshape(10, -1), expected)
