@@ -59,6 +59,8 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "finetune_96px/dense_s.json": ("dense_s", {"image_size", "ee_pose_features"}),
     "sweep/s_dropout.json": ("s", {"dropout"}),
     "sweep/s_top3.json": ("s", {"top_k"}),
+    "sweep/s_h15.json": ("s", {"instruction_frame", "heads_per_domain", "shared_heads"}),
+    "sweep/s_k1h32.json": ("s", {"instruction_frame", "top_k", "expert_hidden"}),
     "sweep/s_frames.json": ("s", {"image_history", "image_stride", "instruction_frame"}),
     "sweep/dense_s_frames.json": ("dense_s", {"image_history", "image_stride", "instruction_frame"}),
     "sweep/s_iframe.json": ("s", {"instruction_frame"}),
