@@ -226,13 +226,21 @@ _TINY = dict(
 # Runtime on 2 CPU cores): 4 action steps per query token, 64×64 input (16 patches), 4 layers.
 # (96×96 input, fine-tuned: 5.0–5.2 ms instead of 2.6–2.9 on that CPU; bench/results/finetune_96px/.)
 # The hand pose from forward kinematics goes into the physical tokens (grasps closed 1–3 cm above the cube).
-_S = dict(name="s", action_steps_per_query=4, image_size=64, n_layers=4, ee_pose_features=True)
+# The instruction's first frame is a second image input (the hand hid the cube in pushes toward the robot),
+# and one routed expert of 32 units per token instead of two of 80: each token copies its experts' weights
+# at batch 1, 8.8 MB per step instead of 43.6, and it came level with the dense baseline (ninth run,
+# bench/results/train_h200_v9/; the earlier preset: model/recipes/two_experts/).
+_S = dict(name="s", action_steps_per_query=4, image_size=64, n_layers=4, ee_pose_features=True,
+          instruction_frame=True, top_k=1, expert_hidden=32)
 
 
 def _dense(base: dict[str, Any], name: str) -> MHCConfig:
-    """Dense baseline of ``base``: same width/depth, every head (3 groups + shared) on every token."""
+    """Dense baseline of ``base``: same width/depth, every head (3 groups + shared) on every token.
+
+    The routed-expert sizes keep their defaults (a dense model has none)."""
     mhc = MHCConfig(**base)
-    return MHCConfig(**{**base, "name": name, "dense": True,
+    rest = {k: v for k, v in base.items() if k not in ("top_k", "expert_hidden")}
+    return MHCConfig(**{**rest, "name": name, "dense": True,
                         "shared_heads": 3 * mhc.heads_per_domain + mhc.shared_heads})
 
 

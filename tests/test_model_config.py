@@ -55,16 +55,18 @@ def test_presets_sizes():
 
 
 RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes); 96 px ran before the hand pose
-    "finetune_96px/s.json": ("s", {"image_size", "ee_pose_features"}),
-    "finetune_96px/dense_s.json": ("dense_s", {"image_size", "ee_pose_features"}),
-    "sweep/s_dropout.json": ("s", {"dropout"}),
-    "sweep/s_top3.json": ("s", {"top_k"}),
-    "sweep/s_h15.json": ("s", {"instruction_frame", "heads_per_domain", "shared_heads"}),
-    "sweep/s_k1h32.json": ("s", {"instruction_frame", "top_k", "expert_hidden"}),
-    "sweep/s_frames.json": ("s", {"image_history", "image_stride", "instruction_frame"}),
-    "sweep/dense_s_frames.json": ("dense_s", {"image_history", "image_stride", "instruction_frame"}),
-    "sweep/s_iframe.json": ("s", {"instruction_frame"}),
-    "sweep/dense_s_iframe.json": ("dense_s", {"instruction_frame"}),
+    "finetune_96px/s.json": ("s", {"image_size", "ee_pose_features", "instruction_frame", "top_k", "expert_hidden"}),
+    "finetune_96px/dense_s.json": ("dense_s", {"image_size", "ee_pose_features", "instruction_frame"}),
+    "two_experts/s.json": ("s", {"instruction_frame", "top_k", "expert_hidden"}),  # preset s until the ninth run
+    "two_experts/dense_s.json": ("dense_s", {"instruction_frame"}),
+    "sweep/s_dropout.json": ("s", {"dropout", "instruction_frame", "top_k", "expert_hidden"}),
+    "sweep/s_top3.json": ("s", {"instruction_frame", "top_k", "expert_hidden"}),
+    "sweep/s_h15.json": ("s", {"heads_per_domain", "shared_heads", "top_k", "expert_hidden"}),
+    "sweep/s_k1h32.json": ("s", set()),  # the ninth run's name for preset s
+    "sweep/s_frames.json": ("s", {"image_history", "image_stride", "top_k", "expert_hidden"}),
+    "sweep/dense_s_frames.json": ("dense_s", {"image_history", "image_stride"}),
+    "sweep/s_iframe.json": ("s", {"top_k", "expert_hidden"}),
+    "sweep/dense_s_iframe.json": ("dense_s", set()),
 }
 
 

@@ -34,7 +34,8 @@ def test_frame_ticks_repeat_the_first_frame_before_the_start():
 def test_config_fields_are_validated_and_default_to_one_frame():
     cfg = _cfg()
     assert (cfg.n_frames, cfg.frame_lag) == (3, 2)
-    assert preset("s").n_frames == 1
+    assert preset("tiny").n_frames == 1
+    assert (preset("s").n_frames, preset("s").frame_lag) == (2, 0)  # the instruction's first frame + now
     old = preset("tiny").to_dict()
     for key in FRAMES:
         old.pop(key)
