@@ -49,6 +49,7 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
     import torch
     from mhc_model.checkpoint import load_policy
     from mhc_model.data import ShardDataset
+    from mhc_model.export import file_sha256
     from mhc_model.policy import INPUT_KEYS
 
     policy = load_policy(checkpoint)[0].eval()
@@ -72,7 +73,8 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
                                    before, close))
         offset += len(actions)
     high_ticks = sum(r["high_ticks"] for r in rows)
-    return {"checkpoint": checkpoint, "episodes": len(rows), "high_ticks": high_ticks,
+    return {"checkpoint": checkpoint, "sha256": file_sha256(checkpoint), "episodes": len(rows),
+            "high_ticks": high_ticks,
             "shut_while_high": sum(r["shut_while_high"] for r in rows),
             "episodes_closing_high": sum(r["closes_high"] for r in rows),
             "shut_at_expert_close": float(np.mean([r["shut_at_close"] for r in rows])),
