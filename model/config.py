@@ -85,6 +85,9 @@ class MHCConfig:
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"action": 1.0, "motion": 0.5, "presence": 0.1, "plan": 0.1, "phase": 0.1}
     )
+    # training augmentation: random shift/zoom of the frames (colour jitter is always on). Off, the
+    # camera's pixels keep one mapping to the world frame the motion targets are in.
+    crop_augment: bool = True
 
     def __post_init__(self) -> None:
         positive = [
@@ -108,7 +111,7 @@ class MHCConfig:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
             )
-        for name in ("ee_pose_features", "instruction_frame"):
+        for name in ("ee_pose_features", "instruction_frame", "crop_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MHCConfig.{name}={getattr(self, name)!r} must be true or false")
         if self.balance not in BALANCE_MODES:

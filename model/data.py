@@ -198,22 +198,25 @@ class ShardDataset:
 
 def augment_images(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.06,
                    max_zoom: float = 0.08, jitter: float = 0.2) -> torch.Tensor:
-    """Batched small random crops (shift + zoom via an affine grid) and colour jitter
-    (brightness, contrast, saturation ± ``jitter``). ``images (B, 3·F, S, S)`` in [0, 1]: the F stacked
-    frames of a sample get the same crop and the same jitter."""
+    """Batched small random crops (shift + zoom via an affine grid; none when ``max_shift`` and
+    ``max_zoom`` are 0) and colour jitter (brightness, contrast, saturation ± ``jitter``).
+    ``images (B, 3·F, S, S)`` in [0, 1]: the F stacked frames of a sample get the same crop and the same
+    jitter."""
     B = images.shape[0]
     dev = images.device
 
     def uniform(*shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=generator) * 2 - 1).to(dev)
 
-    scale = 1.0 - max_zoom * (uniform(B) + 1) / 2  # zoom in: crop of 92..100 %
-    theta = torch.zeros(B, 2, 3, device=dev)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
-    theta[:, :, 2] = uniform(B, 2) * max_shift
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = images
+    if max_shift > 0 or max_zoom > 0:
+        scale = 1.0 - max_zoom * (uniform(B) + 1) / 2  # zoom in: crop of 92..100 %
+        theta = torch.zeros(B, 2, 3, device=dev)
+        theta[:, 0, 0] = scale
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = uniform(B, 2) * max_shift
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     brightness = 1 + jitter * uniform(B, 1, 1, 1)
     contrast = 1 + jitter * uniform(B, 1, 1, 1)
     saturation = 1 + jitter * uniform(B, 1, 1, 1)

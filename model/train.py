@@ -319,7 +319,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         batch = _to(train_set.batch(index.to(train_set.images.device)), device)
         if not args.no_augment:
-            batch["image"] = augment_images(batch["image"], gen)
+            crop = {} if cfg.crop_augment else {"max_shift": 0.0, "max_zoom": 0.0}
+            batch["image"] = augment_images(batch["image"], gen, **crop)
             batch["instruction_ids"] = drop_words(batch["instruction_ids"], gen, args.word_dropout, policy.vocabulary)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)

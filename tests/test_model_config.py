@@ -67,6 +67,8 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "sweep/dense_s_frames.json": ("dense_s", {"image_history", "image_stride"}),
     "sweep/s_iframe.json": ("s", {"top_k", "expert_hidden"}),
     "sweep/dense_s_iframe.json": ("dense_s", set()),
+    "sweep/s_nocrop.json": ("s", {"crop_augment"}),
+    "sweep/dense_s_nocrop.json": ("dense_s", {"crop_augment"}),
 }
 
 

@@ -74,6 +74,18 @@ def test_augmentation_treats_the_frames_of_a_sample_alike():
     assert not torch.allclose(out[0, :3], out[1, :3])  # but samples differ
 
 
+def test_augmentation_without_crop_keeps_every_pixel_in_place():
+    g = torch.Generator().manual_seed(0)
+    image = torch.zeros(2, 3, 16, 16)
+    image[:, :, 5, 9] = 1.0  # one bright pixel
+    out = augment_images(image, g, max_shift=0.0, max_zoom=0.0, jitter=0.0)
+    assert torch.equal(out, image)
+    jittered = augment_images(image, g, max_shift=0.0, max_zoom=0.0)
+    assert all(jittered[b].amax(0).flatten().argmax() == 5 * 16 + 9 for b in range(2))  # colour only
+    cropped = augment_images(image.repeat(8, 1, 1, 1), g, jitter=0.0)
+    assert not torch.equal(cropped, image.repeat(8, 1, 1, 1))  # the default crop moves it
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("frames") / "tiny", random_policy(_cfg(), seed=4))
