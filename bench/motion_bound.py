@@ -3,14 +3,16 @@
 Small ball-only networks (no instruction, no joints, no control): a convolutional keypoint encoder per
 frame (spatial soft-argmax at 32×32, so positions are not bound to 16-pixel patches) and an MLP to the
 ball's positions at t+1..t+H, trained on the ball episodes of the training shards and scored on held-out
-ones. Variants cross the frames they see — ``current`` (t), ``pair`` (t−1 and t: the observations of the
-constant-velocity baseline), ``instruction`` (the episode's first frame and t, with the ticks between
-them) — with the crop augmentation of training on or off (colour jitter always on).
+ones. Variants (``VARIANTS``) cross the frames they see — ``current`` (t), ``pair`` (t−1 and t: the
+observations of the constant-velocity baseline), the episode's first frame and t (``instruction_noage``:
+preset s's frames), the first frame, t−8 and t (``instruction_stride8``) — and whether they also get the
+ticks since the first frame (``_age``; ``instruction`` has them) — with the crop augmentation of training
+on or off (colour jitter always on).
 
 Two steps, because the GPU machine has no simulator and the camera model lives there::
 
     python bench/motion_bound.py train --data SHARDS... --out bound.npz          # GPU, torch only
-    python bench/motion_bound.py score --data SHARDS... --predictions bound.npz \\
+    python bench/motion_bound.py score --data SHARDS... --predictions bound.npz... \\
         --out bench/results/motion_bound/bound.json                               # CPU, with mhc_sim
 
 ``score`` compares each variant with constant velocity from the ball seen in the recorded 96 px frames
@@ -31,14 +33,28 @@ HORIZON = 8  # the presets' motion_horizon
 BALL_SLOT = 4  # mhc_sim.OBJECT_SLOTS.index("ball")
 IMAGE_SIZE = 64  # preset s's input
 VAL_FRACTION, SPLIT_SEED = 0.15, 0
-FRAMES = {"current": (), "pair": (1,), "instruction": ("first",)}  # earlier frames beside t
+# variant → (earlier frames beside t: a lag in ticks or the episode's first frame, whether it gets the ticks
+# since the first frame). The mHC's preset s sees ``instruction_noage``; ``instruction_stride8`` is what
+# image_history 2, image_stride 8 and instruction_frame would give it, with no new input.
+VARIANTS: dict[str, tuple[tuple[int | str, ...], bool]] = {
+    "current": ((), False),
+    "current_age": ((), True),
+    "pair": ((1,), False),
+    "pair_age": ((1,), True),
+    "instruction_noage": (("first",), False),
+    "instruction": (("first",), True),
+    "instruction_stride8": (("first", 8), False),
+}
 
 
 def ball_episodes(dirs: list[str]):
     """The episodes whose scene has the ball, from shard folders, sorted by name."""
     from mhc_model.data import list_shards, load_episode
 
-    episodes = [load_episode(p) for d in dirs for p in list_shards(d)]
+    def intercept(path: Path) -> bool:  # the ball's only task; its shard says whether the ball is present
+        return json.loads(path.with_suffix(".json").read_text())["task"] == "intercept"
+
+    episodes = [load_episode(p) for d in dirs for p in list_shards(d) if intercept(p)]
     return sorted((e for e in episodes if e.arrays["object_present"][BALL_SLOT]), key=lambda e: e.name)
 
 
@@ -114,25 +130,30 @@ def _model(n_frames: int, keypoints: int = 16):
                                      nn.Linear(512, HORIZON * 3))
 
         def forward(self, frames, age):  # frames (B, F, 3, S, S), age (B,) ticks
-            B, F = frames.shape[:2]
-            features = self.encoder(frames.flatten(0, 1)).view(B, -1)
-            return self.mlp(torch.cat([features, age[:, None] / 64.0], dim=1)).view(B, HORIZON, 3)
+            features = self.encoder(frames.flatten(0, 1)).view(frames.shape[0], -1)
+            return self.mlp(torch.cat([features, age[:, None] / 64.0], dim=1)).view(-1, HORIZON, 3)
 
     return BallMotion()
 
 
 def _inputs(frames, now, first, variant, crop, generator):
+    """``(images (B, F, 3, S, S), age (B,))`` of a variant; age is 0 for variants without it."""
     import torch
     from mhc_model.data import augment_images
 
-    earlier = FRAMES[variant]
+    earlier, with_age = VARIANTS[variant]
     ids = [first if e == "first" else (now - e).clamp(min=first) for e in earlier] + [now]
     images = torch.stack([frames[i] for i in ids], dim=1).float() / 255.0  # (B, F, 3, S, S)
     B, F = images.shape[:2]
     if generator is not None:
         kw = {} if crop else {"max_shift": 0.0, "max_zoom": 0.0}
         images = augment_images(images.flatten(1, 2), generator, **kw).view(B, F, 3, IMAGE_SIZE, IMAGE_SIZE)
-    return images, (now - first).float()
+    return images, (now - first).float() * float(with_age)
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5 % of the steps, then cosine to 0."""
+    return min(1.0, (step + 1) / max(1, steps // 20)) * 0.5 * (1 + np.cos(np.pi * min(1.0, step / steps)))
 
 
 def train(args: argparse.Namespace) -> int:
@@ -148,16 +169,15 @@ def train(args: argparse.Namespace) -> int:
     mean, std = tr[1].mean(0), tr[1].std(0)
     out: dict[str, np.ndarray] = {"val_episodes": np.array([e.name for e in val_eps])}
     for variant in args.variants:
-        for crop in (True, False):
-            name = f"{variant}_{'crop' if crop else 'nocrop'}"
-            model = _model(len(FRAMES[variant]) + 1).to(device)
+        for crop in args.crop:
+            name = f"{variant}_{crop}"
+            crop = crop == "crop"
+            model = _model(len(VARIANTS[variant][0]) + 1).to(device)
             optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-            warmup = max(1, args.steps // 20)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-                1 + np.cos(np.pi * min(1.0, s / args.steps))))
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps))
             generator = torch.Generator().manual_seed(1)
             started = time.perf_counter()
-            for step in range(args.steps):
+            for _ in range(args.steps):
                 pick = torch.randint(len(tr[2]), (args.batch_size,), generator=generator).to(device)
                 images, age = _inputs(tr[0], tr[2][pick], tr[3][pick], variant, crop, generator)
                 target = (tr[1][tr[4][pick]] - mean) / std
@@ -178,8 +198,8 @@ def train(args: argparse.Namespace) -> int:
             print(f"{name}: {args.steps} steps in {time.perf_counter() - started:.0f} s, held-out ADE "
                   f"{ade * 100:.2f} cm (every scored tick)", flush=True)
             out[name] = predicted.cpu().numpy()
-    np.savez_compressed(args.out, **out)
-    print(f"wrote {args.out}")
+            np.savez_compressed(args.out, **out)  # after each variant: a cut-short run keeps what it finished
+            print(f"wrote {args.out}", flush=True)
     return 0
 
 
@@ -189,11 +209,14 @@ def train(args: argparse.Namespace) -> int:
 def score(args: argparse.Namespace) -> int:
     from mhc_ros.evaluate import ball_from_image, constant_velocity, displacement_error
 
-    saved = np.load(args.predictions, allow_pickle=False)
-    variants = [k for k in saved.files if k != "val_episodes"]
     _, val_eps = split(ball_episodes(args.data))
-    if [e.name for e in val_eps] != list(saved["val_episodes"]):
-        raise SystemExit(f"{args.predictions}: held-out episodes differ from those of {args.data}")
+    saved: dict[str, np.ndarray] = {}
+    for path in args.predictions:
+        with np.load(path, allow_pickle=False) as z:
+            if [e.name for e in val_eps] != list(z["val_episodes"]):
+                raise SystemExit(f"{path}: held-out episodes differ from those of {args.data}")
+            saved.update({k: z[k] for k in z.files if k != "val_episodes"})
+    variants = sorted(saved)
     rows: dict[str, dict[str, list[float]]] = {}
     offset = 0
     for e in val_eps:
@@ -206,24 +229,21 @@ def score(args: argparse.Namespace) -> int:
             if seen[t] is None or seen[t - 1] is None or seen[0] is None:
                 continue
             truth = truth_all[t + 1 : t + 1 + HORIZON]
-            errors["const_velocity_lag1"].append(displacement_error(constant_velocity(seen[t], seen[t - 1], 1, HORIZON), truth))
-            errors["const_velocity_first"].append(displacement_error(constant_velocity(seen[t], seen[0], t, HORIZON), truth))
+            for key, earlier, lag in (("const_velocity_lag1", seen[t - 1], 1), ("const_velocity_first", seen[0], t)):
+                errors[key].append(displacement_error(constant_velocity(seen[t], earlier, lag, HORIZON), truth))
             for v in variants:
                 errors[v].append(displacement_error(saved[v][offset + i], truth))
         offset += len(scored_ticks(steps))
-    report: dict = {"predictions": str(args.predictions), "held_out_episodes": len(val_eps), "groups": {}}
-    for group, errors in rows.items():
-        base = float(np.mean(errors["const_velocity_lag1"]))
-        report["groups"][group] = {
-            "ticks": len(errors["const_velocity_lag1"]),
-            **{f"{k}_m": float(np.mean(v)) for k, v in errors.items()},
-            **{f"{v}_ratio": float(np.mean(errors[v])) / base for v in variants},
-        }
-    everything = {k: [x for errors in rows.values() for x in errors[k]] for k in next(iter(rows.values()))}
-    base = float(np.mean(everything["const_velocity_lag1"]))
-    report["all"] = {"ticks": len(everything["const_velocity_lag1"]),
-                     **{f"{k}_m": float(np.mean(v)) for k, v in everything.items()},
-                     **{f"{v}_ratio": float(np.mean(everything[v])) / base for v in variants}}
+    report: dict = {"predictions": [Path(p).name for p in args.predictions], "held_out_episodes": len(val_eps)}
+    def summary(errors: dict[str, list[float]]) -> dict[str, float]:
+        """Mean ADE (m) of each, and each variant's ratio to constant velocity from t−1 / from the first frame."""
+        mean = {k: float(np.mean(v)) for k, v in errors.items()}
+        return {"ticks": len(errors["const_velocity_lag1"]), **{f"{k}_m": m for k, m in mean.items()},
+                **{f"{v}_ratio": mean[v] / mean["const_velocity_lag1"] for v in variants},
+                **{f"{v}_ratio_first": mean[v] / mean["const_velocity_first"] for v in variants}}
+
+    report["groups"] = {group: summary(errors) for group, errors in rows.items()}
+    report["all"] = summary({k: [x for errors in rows.values() for x in errors[k]] for k in next(iter(rows.values()))})
     print(f"{'':24s}" + "".join(f"{g:>22s}" for g in [*report["groups"], "all"]))
     for k in [*variants, "const_velocity_lag1", "const_velocity_first"]:
         cells = [report["groups"][g][f"{k}_m"] for g in report["groups"]] + [report["all"][f"{k}_m"]]
@@ -241,14 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train the variants and write their held-out predictions (GPU)")
     t.add_argument("--data", nargs="+", required=True, help="shard folders (the ball episodes are used)")
     t.add_argument("--out", required=True, help="predictions .npz")
-    t.add_argument("--variants", nargs="+", choices=sorted(FRAMES), default=sorted(FRAMES))
+    t.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    t.add_argument("--crop", nargs="+", choices=["crop", "nocrop"], default=["crop", "nocrop"],
+                   help="train with the crop augmentation, without, or both (one network each)")
     t.add_argument("--steps", type=int, default=6000)
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--device", default="cuda")
     s = sub.add_parser("score", help="set the predictions against constant velocity from the frames (CPU)")
     s.add_argument("--data", nargs="+", required=True, help="the same shard folders as `train`")
-    s.add_argument("--predictions", required=True)
+    s.add_argument("--predictions", nargs="+", required=True, help="the .npz files `train` wrote")
     s.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     return train(args) if args.command == "train" else score(args)
