@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from mhc_model.config import preset
-from mhc_model.export import INPUTS, example_inputs, export_profile, file_sha256
+from mhc_model.export import example_inputs, export_profile, file_sha256, profile_inputs
 from mhc_model.latency import random_policy
 from mhc_model.mhc import MHC, ExpertBank
 
@@ -67,7 +67,8 @@ def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None =
 
 
 def feeds(model: MHC) -> dict[str, np.ndarray]:
-    return {n: t.numpy() for n, t in zip(INPUTS["control"], example_inputs(model, "control", seed=1), strict=True)}
+    names = profile_inputs(model.cfg, "control")
+    return {n: t.numpy() for n, t in zip(names, example_inputs(model, "control", seed=1), strict=True)}
 
 
 def median_ms(sess: Any, feed: dict[str, np.ndarray], iterations: int) -> float:

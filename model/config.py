@@ -67,6 +67,9 @@ class MHCConfig:
     image_history: int = 1  # camera frames of the last ticks: t − stride·(n−1), …, t − stride, t
     image_stride: int = 1  # ticks between those frames
     instruction_frame: bool = False  # also the frame of the instruction's first tick (the unoccluded scene)
+    # the ticks since the instruction's first tick as an input (graph input ``instruction_age``): what turns
+    # a displacement since the first frame into a velocity
+    instruction_age: bool = False
 
     # physical input
     joint_history: int = 4  # Hj past joint states (positions+velocities)
@@ -111,7 +114,7 @@ class MHCConfig:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
             )
-        for name in ("ee_pose_features", "instruction_frame", "crop_augment"):
+        for name in ("ee_pose_features", "instruction_frame", "instruction_age", "crop_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MHCConfig.{name}={getattr(self, name)!r} must be true or false")
         if self.balance not in BALANCE_MODES:

@@ -5,9 +5,10 @@ marks a scripted deliberate mistake, kept as history and future but never imitat
 ``motion_mask[t]`` true (absent: ``train_mask``): a step whose scene motion is learned but whose action,
 plan and phase are not (the batch's ``imitate`` is 0; e.g. a late start, the ball rolling past): inputs
 ``joint_history`` t−Hj+1..t (first state repeated before the start), the camera frames the config
-asks for at t (``mhc_model.frames``; resized to the model input once, at load), the instruction;
-labels: actions t..t+K−1 (last repeated), object and end-effector positions t+1..t+H (last repeated),
-presence flags, the episode's plan and the phase at t.
+asks for at t (``mhc_model.frames``; resized to the model input once, at load), the instruction, t
+itself (``instruction_age``: a shard starts at its instruction); labels: actions t..t+K−1 (last
+repeated), object and end-effector positions t+1..t+H (last repeated), presence flags, the episode's plan
+and the phase at t.
 Augmentations (colour jitter, small random crops, instruction word dropout) run batched on the training
 device. Steps just after a masked stretch (the recovery from a deliberate mistake) can be sampled several
 times per epoch (``recovery_repeats``): they are few, and they are what the mask is there to teach.
@@ -99,6 +100,7 @@ class ShardDataset:
         self.cfg = cfg
         images, joints, actions, obj, ee, present, phase, ids, masks = [], [], [], [], [], [], [], [], []
         plan_s, plan_t, hist_idx, frame_idx, act_idx, fut_idx, ep_of, sample_counts = [], [], [], [], [], [], [], []
+        ticks = []
         imitate = []
         offset = 0
         for ei, ep in enumerate(episodes):
@@ -127,6 +129,7 @@ class ShardDataset:
             act_idx.append(offset + np.clip(t[:, None] + np.arange(cfg.action_chunk), 0, T - 1))
             fut_idx.append(offset + np.clip(t[:, None] + np.arange(1, cfg.motion_horizon + 1), 0, T - 1))
             ep_of.append(np.full(T, ei))
+            ticks.append(t)
             train = np.asarray(a.get("train_mask", np.ones(T, bool)), dtype=bool)
             motion_only = np.asarray(a.get("motion_mask", train), dtype=bool) & ~train
             sample_counts.append(np.where(motion_only, 1, sample_repeats(train, recovery_repeats)))
@@ -139,6 +142,7 @@ class ShardDataset:
         self.positions = torch.from_numpy(positions.astype(np.float32))  # (F, 7, 3)
         self.phase = torch.from_numpy(np.concatenate(phase))  # (F,)
         self.episode = torch.from_numpy(np.concatenate(ep_of))  # (F,)
+        self.tick = torch.from_numpy(np.concatenate(ticks).astype(np.float32))  # (F,) ticks since the instruction
         self.imitate = torch.from_numpy(np.concatenate(imitate))  # (F,) bool: the action is a demonstration
         self.present = torch.from_numpy(np.stack(present))  # (n_ep, 7)
         self.ids = torch.from_numpy(np.stack(ids))  # (n_ep, L)
@@ -186,6 +190,7 @@ class ShardDataset:
             "instruction_mask": self.masks[ep],
             "image": self.images[self.frame_idx[index]].flatten(1, 2).float() / 255.0,  # (B, 3·n_frames, S, S)
             "joint_history": self.joints[self.hist_idx[index]],  # (B, Hj, 18)
+            "instruction_age": self.tick[index][:, None],  # (B, 1)
             "action": self.actions[self.act_idx[index]],  # (B, K, 8)
             "motion": self.positions[self.fut_idx[index]],  # (B, H, 7, 3)
             "motion_present": self.present[ep],  # (B, 7)

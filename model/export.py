@@ -8,6 +8,9 @@ Profiles exported (batch 1, static shapes, opset ≥ 17; names are the graph's t
   ``joint_history (1, Hj, 18) float32``, ``cache_k``, ``cache_v`` → the head outputs (every step);
 - ``full`` (``--full``): ``instruction_ids``, ``instruction_mask``, ``image``, ``joint_history`` → heads.
 
+A config with ``instruction_age`` adds ``instruction_age (1, 1) float32`` (ticks since the instruction's
+first tick) after ``joint_history`` in ``control`` and ``full`` (:func:`profile_inputs`).
+
 Head outputs: ``action_chunk (1, K, 8)`` rad/m, ``motion (1, H, 7, 3)`` m, ``motion_present_logits (1, 7)``,
 ``plan_skill_logits (1, P, n_skills)``, ``plan_target_logits (1, P, n_targets)``, ``phase_logits (1, P)``.
 
@@ -43,6 +46,16 @@ INPUTS: dict[str, tuple[str, ...]] = {
 OUTPUTS: dict[str, tuple[str, ...]] = {"instruct": ("cache_k", "cache_v"), "control": HEAD_OUTPUTS,
                                        "full": HEAD_OUTPUTS}
 
+
+def profile_inputs(cfg: MHCConfig, profile: str) -> tuple[str, ...]:
+    """The graph input names of ``profile`` for ``cfg``, in order: :data:`INPUTS`, plus
+    ``instruction_age`` after ``joint_history`` when the config takes it."""
+    names = INPUTS[profile]
+    if cfg.instruction_age and "joint_history" in names:
+        at = names.index("joint_history") + 1
+        names = (*names[:at], "instruction_age", *names[at:])
+    return names
+
 # ONNX operators the TensorRT ONNX parser supports (subset relevant here), from onnx-tensorrt
 # docs/operators.md ("Supported ONNX Operators", TensorRT 10.x, opset 9-20): the ops marked "Y".
 # TopK: "K input must be an initializer"; Slice/Squeeze/Unsqueeze: axes must be constant.
@@ -65,7 +78,8 @@ FORBIDDEN_OPS: frozenset[str] = frozenset({
 
 
 class ProfileGraph(nn.Module):
-    """``MHC`` run as one profile with positional tensor inputs ``INPUTS[profile]`` → tuple ``OUTPUTS[profile]``.
+    """``MHC`` run as one profile with positional tensor inputs ``profile_inputs(cfg, profile)`` → tuple
+    ``OUTPUTS[profile]``.
 
     The unit that is exported to ONNX, captured in a CUDA graph and timed by ``mhc bench latency``.
     """
@@ -77,12 +91,12 @@ class ProfileGraph(nn.Module):
         self.model, self.profile = model, profile
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        named = dict(zip(INPUTS[self.profile], inputs, strict=True))
+        named = dict(zip(profile_inputs(self.model.cfg, self.profile), inputs, strict=True))
         ids = named.get("instruction_ids")
         out = self.model(
             None if ids is None else ids.long(), named["instruction_mask"], named.get("image"),
             named.get("joint_history"), profile=self.profile, cache_k=named.get("cache_k"),
-            cache_v=named.get("cache_v"),
+            cache_v=named.get("cache_v"), instruction_age=named.get("instruction_age"),
         )
         return tuple(out[name] for name in OUTPUTS[self.profile])
 
@@ -97,10 +111,11 @@ def input_specs(cfg: MHCConfig, profile: str) -> dict[str, tuple[tuple[int, ...]
         "instruction_mask": ((1, L), torch.float32),
         "image": ((1, 3 * cfg.n_frames, S, S), torch.float32),
         "joint_history": ((1, cfg.joint_history, 18), torch.float32),
+        "instruction_age": ((1, 1), torch.float32),
         "cache_k": cache,
         "cache_v": cache,
     }
-    return {name: every[name] for name in INPUTS[profile]}
+    return {name: every[name] for name in profile_inputs(cfg, profile)}
 
 
 @torch.no_grad()
@@ -117,11 +132,12 @@ def example_inputs(model: MHC, profile: str, seed: int = 0) -> tuple[torch.Tenso
     device = next(model.parameters()).device
     named = {"instruction_ids": ids, "instruction_mask": mask,
              "image": torch.rand(1, 3 * cfg.n_frames, cfg.image_size, cfg.image_size, generator=g),
-             "joint_history": torch.randn(1, cfg.joint_history, 18, generator=g)}
+             "joint_history": torch.randn(1, cfg.joint_history, 18, generator=g),
+             "instruction_age": torch.randint(0, 64, (1, 1), generator=g).float()}
     named = {k: v.to(device) for k, v in named.items()}
     if profile == "control":
         named["cache_k"], named["cache_v"] = ProfileGraph(model, "instruct")(ids.to(device), mask.to(device))
-    return tuple(named[name] for name in INPUTS[profile])
+    return tuple(named[name] for name in profile_inputs(cfg, profile))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -171,7 +187,7 @@ def export_profile(model: MHC, profile: str, path: Path, opset: int = DEFAULT_OP
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python scalars: shapes are static by design
         torch.onnx.export(graph, example_inputs(model, profile), str(path), dynamo=False, opset_version=opset,
-                          input_names=list(INPUTS[profile]), output_names=list(OUTPUTS[profile]),
+                          input_names=list(profile_inputs(model.cfg, profile)), output_names=list(OUTPUTS[profile]),
                           do_constant_folding=True)
 
 
@@ -210,12 +226,13 @@ def export_onnx(policy: Any, out_dir: str | Path, profiles: tuple[str, ...] = ("
         with torch.no_grad():
             ins = example_inputs(model, profile)
             outs = ProfileGraph(model, profile)(*ins)
-        shapes = {n: tuple(t.shape) for n, t in zip(INPUTS[profile] + OUTPUTS[profile], ins + outs, strict=True)}
-        dtypes = {n: str(t.dtype).removeprefix("torch.")
-                  for n, t in zip(INPUTS[profile] + OUTPUTS[profile], ins + outs, strict=True)}
+        names = profile_inputs(cfg, profile)
+        tensors = dict(zip(names + OUTPUTS[profile], ins + outs, strict=True))
+        shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+        dtypes = {n: str(t.dtype).removeprefix("torch.") for n, t in tensors.items()}
         manifest["profiles"][profile] = {
             "file": path.name, "sha256": file_sha256(path),
-            "inputs": _tensor_entries(INPUTS[profile], shapes, dtypes),
+            "inputs": _tensor_entries(names, shapes, dtypes),
             "outputs": _tensor_entries(OUTPUTS[profile], shapes, dtypes),
             "op_types": sorted({n.op_type for n in proto.graph.node}),
         }
@@ -256,7 +273,8 @@ def verify_parity(policy: Any, out_dir: str | Path, profiles: tuple[str, ...], s
         ins = example_inputs(model, profile, seed=seed)
         with torch.no_grad():
             ref = ProfileGraph(model, profile)(*ins)
-        got = session.run(list(OUTPUTS[profile]), {n: t.numpy() for n, t in zip(INPUTS[profile], ins, strict=True)})
+        feed = {n: t.numpy() for n, t in zip(profile_inputs(model.cfg, profile), ins, strict=True)}
+        got = session.run(list(OUTPUTS[profile]), feed)
         result[profile] = max(float((torch.from_numpy(g) - r).abs().max()) for g, r in zip(got, ref, strict=True))
     return result
 

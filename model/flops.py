@@ -27,6 +27,7 @@ def example_inputs(cfg: MHCConfig, batch: int = 1, seed: int = 0) -> dict[str, t
         "instruction_mask": mask,
         "image": torch.rand(batch, 3 * cfg.n_frames, cfg.image_size, cfg.image_size, generator=g),
         "joint_history": torch.randn(batch, cfg.joint_history, 18, generator=g),
+        **({"instruction_age": torch.randint(0, 64, (batch, 1), generator=g).float()} if cfg.instruction_age else {}),
     }
 
 

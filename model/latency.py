@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from mhc_model.config import DENSE_BASELINE, PRESETS, PROFILES, MHCConfig, preset
-from mhc_model.export import INPUTS, ProfileGraph, example_inputs, export_profile
+from mhc_model.export import ProfileGraph, example_inputs, export_profile, profile_inputs
 
 BENCH_BACKENDS = ("torch", "cuda-graph", "onnxruntime", "tensorrt")
 WORDS = ("pick", "up", "the", "red", "green", "blue", "yellow", "cube", "ball", "bin", "put", "it", "in", "into",
@@ -123,7 +123,7 @@ def bench_one(policy: Any, backend: str, profile: str, iterations: int = 100, th
             export_profile(model, profile, path)
             session = make_session(path, threads)
         inputs = example_inputs(model, profile, seed=1)
-        feed = {n: t.numpy() for n, t in zip(INPUTS[profile], inputs, strict=True)}
+        feed = {n: t.numpy() for n, t in zip(profile_inputs(model.cfg, profile), inputs, strict=True)}
         row["device"] = "cpu"
         row.update(time_call(lambda: session.run(None, feed), iterations, warmup, False))
         return row

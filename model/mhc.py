@@ -324,7 +324,8 @@ class MHC(nn.Module):
     Inputs (batch B): ``instruction_ids (B, L) int64``, ``instruction_mask (B, L)`` (1 = word),
     ``image (B, 3·F, S, S)`` float RGB in [0, 1], ``cfg.n_frames`` frames stacked oldest first (see
     ``tokenizers.preprocess_image``, ``mhc_model.frames``),
-    ``joint_history (B, Hj, 18)`` positions then velocities of the 9 joints, oldest first.
+    ``joint_history (B, Hj, 18)`` positions then velocities of the 9 joints, oldest first,
+    ``instruction_age (B, 1)`` ticks since the instruction's first tick (with ``cfg.instruction_age``).
 
     Profiles (``profile=``): ``full`` all tokens; ``instruct`` linguistic tokens only, returns the
     instruction cache ``cache_k, cache_v (n_layers, B, h_s, L, hs)``; ``control`` visual + physical
@@ -387,6 +388,7 @@ class MHC(nn.Module):
         cache_k: torch.Tensor | None = None,
         cache_v: torch.Tensor | None = None,
         return_routing: bool = False,
+        instruction_age: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], list[Routing]]:
         """Run ``profile``; see the class docstring for shapes. ``return_routing`` adds per-layer routing."""
         check_profile(profile)
@@ -400,7 +402,9 @@ class MHC(nn.Module):
         if profile in ("full", "control"):
             if image is None or joint_history is None:
                 raise ValueError(f"profile {profile!r} needs image and joint_history")
-            segments[VIS] = self.vis_tokens(image) + self.domain_embed[1]
+            if self.cfg.instruction_age and instruction_age is None:
+                raise ValueError(f"profile {profile!r} needs instruction_age (config instruction_age is on)")
+            segments[VIS] = self.vis_tokens(image, instruction_age) + self.domain_embed[1]
             segments[PHYS] = self.phys_tokens(joint_history) + self.domain_embed[2]
         if profile == "control" and (cache_k is None or cache_v is None):
             raise ValueError("profile 'control' needs cache_k and cache_v from profile 'instruct'")

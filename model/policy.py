@@ -49,7 +49,8 @@ class MHCPolicy(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (weighted heads + routing terms) and a dict of detached float terms."""
         cfg = self.config
-        outputs, routings = self.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True)
+        outputs, routings = self.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True,
+                                       instruction_age=batch.get("instruction_age"))
         heads = head_losses(outputs, batch, cfg, self.model.heads.action_norm, self.model.heads.position_norm)
         task = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in heads.items())
         B = batch["image"].shape[0]
@@ -71,11 +72,11 @@ class MHCPolicy(nn.Module):
 
     def make_batch(
         self, instruction: str, image: np.ndarray | list[np.ndarray], joint_history: np.ndarray,
-        encoding: str = "rgb8",
+        encoding: str = "rgb8", instruction_age: int = 0,
     ) -> dict[str, torch.Tensor]:
         """One observation → a batch of 1: any-size uint8 image (rgb8/bgr8/mono8) or the config's
         ``n_frames`` images oldest first (one image: a task's first tick, every frame is it),
-        ``joint_history (Hj, 18)``."""
+        ``joint_history (Hj, 18)``, ``instruction_age``: ticks since the instruction's first tick."""
         ids, mask = self.tokenize([instruction])
         device = next(self.parameters()).device
         n = self.config.n_frames
@@ -87,8 +88,11 @@ class MHCPolicy(nn.Module):
         joints = torch.as_tensor(np.asarray(joint_history, dtype=np.float32))[None]
         if joints.shape[1:] != (self.config.joint_history, 18):
             raise ValueError(f"joint_history shape {tuple(joints.shape[1:])} != ({self.config.joint_history}, 18)")
+        if instruction_age < 0:
+            raise ValueError(f"instruction_age {instruction_age} must be >= 0")
         return {"instruction_ids": ids.to(device), "instruction_mask": mask.to(device),
-                "image": image_t.to(device), "joint_history": joints.to(device)}
+                "image": image_t.to(device), "joint_history": joints.to(device),
+                "instruction_age": torch.tensor([[float(instruction_age)]], device=device)}
 
     def _instruction_cache(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-layer instruction K/V; recomputed only when the instruction ids or mask change."""
@@ -104,7 +108,8 @@ class MHCPolicy(nn.Module):
         """All outputs (action chunk, motion, plan, phase) via ``control`` with the cached instruction."""
         cache_k, cache_v = self._instruction_cache(batch)
         return self.model(None, batch["instruction_mask"], batch["image"], batch["joint_history"],
-                          profile="control", cache_k=cache_k, cache_v=cache_v)
+                          profile="control", cache_k=cache_k, cache_v=cache_v,
+                          instruction_age=batch.get("instruction_age"))
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,6 +7,7 @@ normalisers are buffers, so they are saved in the checkpoint and exported with t
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -170,10 +171,21 @@ class LinguisticTokenizer(nn.Module):
         return self.embed(instruction_ids) + self.pos  # (B, L, d)
 
 
+AGE_FEATURES = 3
+
+
+def age_features(age: torch.Tensor) -> torch.Tensor:
+    """``age (B, 1)`` ticks since the instruction → ``(B, 3)``: a/64, log(1+a)/log(65), 1/(1+a)."""
+    age = age.float().clamp(min=0.0)
+    return torch.cat([age / 64.0, torch.log1p(age) / math.log(65.0), 1.0 / (1.0 + age)], dim=-1)
+
+
 class VisualTokenizer(nn.Module):
     """``image (B, 3·F, S, S)`` in [0, 1] (F = ``cfg.n_frames`` RGB frames stacked, oldest first) →
     normalised → conv stem → patch tokens ``(B, (S/p)², d)``. The first convolution sees every frame
-    of a patch at once, so motion between frames is in the tokens without adding any."""
+    of a patch at once, so motion between frames is in the tokens without adding any. With
+    ``cfg.instruction_age`` every patch token also gets the ticks since the instruction
+    (:func:`age_features`) through ``age_proj``, which starts at zero."""
 
     def __init__(self, cfg: MHCConfig):
         super().__init__()
@@ -190,11 +202,20 @@ class VisualTokenizer(nn.Module):
         layers.append(nn.Conv2d(channels, cfg.d_model, kernel_size=1))
         self.stem = nn.Sequential(*layers)
         self.pos = nn.Parameter(torch.zeros(cfg.n_patches, cfg.d_model))
+        self.age_proj = nn.Linear(AGE_FEATURES, cfg.d_model) if cfg.instruction_age else None
+        if self.age_proj is not None:
+            nn.init.zeros_(self.age_proj.weight)
+            nn.init.zeros_(self.age_proj.bias)
+            self.age_proj._keep_init = True
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
+        """``age (B, 1)``: ticks since the instruction, needed with ``cfg.instruction_age``."""
         x = (image - self.norm.mean[:, None, None]) / self.norm.std[:, None, None]
         x = self.stem(x)  # (B, d, S/p, S/p)
-        return x.flatten(2).transpose(1, 2) + self.pos  # (B, N_patches, d)
+        tokens = x.flatten(2).transpose(1, 2) + self.pos  # (B, N_patches, d)
+        if self.age_proj is not None:
+            tokens = tokens + self.age_proj(age_features(age))[:, None, :]
+        return tokens
 
 
 class PhysicalTokenizer(nn.Module):

@@ -149,7 +149,8 @@ def evaluate(policy: MHCPolicy, dataset: ShardDataset, device: torch.device, arg
         with autocast():
             _, loss_dict = policy(batch)
             if stats is not None:
-                _, routings = policy.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True)
+                _, routings = policy.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True,
+                                           instruction_age=batch.get("instruction_age"))
                 stats.update(routings, modality.repeat(len(index)))
         for k, v in loss_dict.items():
             sums[k] = sums.get(k, 0.0) + v

@@ -1,4 +1,5 @@
-"""Earlier camera frames as input: the same frames in training and at run time, export, and the runtime's reset."""
+"""Earlier camera frames and the ticks since the instruction as inputs: the same in training and at run
+time, export, and the runtime's reset."""
 
 import numpy as np
 import onnx
@@ -119,3 +120,77 @@ def test_runtime_keeps_frames_per_instruction_and_matches_the_policy(checkpoint)
     with pytest.raises(ValueError, match="2 images given, the config takes 3 frames"):
         policy.make_batch(INSTRUCTION, images[:2], joints)
     runtime.close()
+
+
+AGE = dict(FRAMES, instruction_age=True)
+
+
+def _age_policy(seed: int = 5):
+    """A tiny policy that takes the ticks since the instruction, with a non-zero ``age_proj`` (it starts at
+    zero, which would hide a wrong age)."""
+    policy = random_policy(preset("tiny").replace(**AGE), seed=seed)
+    with torch.no_grad():
+        policy.model.vis_tokens.age_proj.weight.normal_(0.0, 1.0)
+    return policy
+
+
+def test_instruction_age_is_a_training_input_counted_from_the_shard_start(tmp_path):
+    cfg = preset("tiny").replace(**AGE)
+    old = preset("tiny").to_dict()
+    del old["instruction_age"]
+    assert MHCConfig.from_dict(old).instruction_age is False  # a checkpoint written before the field
+    with pytest.raises(ValueError, match="instruction_age='yes'"):
+        preset("tiny").replace(instruction_age="yes")
+    write_synthetic_shards(tmp_path, episodes=2, steps=12, image_size=48)
+    episodes = [load_episode(p) for p in list_shards(tmp_path)]
+    dataset = ShardDataset(episodes, cfg, *build_vocabularies(episodes))
+    steps = [len(e.arrays["actions"]) for e in episodes]
+    batch = dataset.batch(torch.arange(sum(steps)))
+    expected = [t for n in steps for t in range(n)]
+    assert batch["instruction_age"].shape == (sum(steps), 1)
+    assert batch["instruction_age"][:, 0].tolist() == expected
+
+
+def test_the_model_needs_the_age_and_it_changes_the_output():
+    policy = _age_policy()
+    batch = policy.make_batch(INSTRUCTION, np.zeros((40, 40, 3), np.uint8), np.zeros((2, 18), np.float32),
+                              instruction_age=3)
+    with pytest.raises(ValueError, match="needs instruction_age"):
+        policy.model(batch["instruction_ids"], batch["instruction_mask"], batch["image"], batch["joint_history"])
+    later = dict(batch, instruction_age=batch["instruction_age"] + 10)
+    assert not torch.allclose(policy.predict(batch)["motion"], policy.predict(later)["motion"])
+    fresh = random_policy(preset("tiny").replace(**AGE), seed=5)  # age_proj starts at zero: no effect yet
+    assert torch.equal(fresh.predict(batch)["motion"], fresh.predict(later)["motion"])
+    with pytest.raises(ValueError, match="instruction_age -1"):
+        policy.make_batch(INSTRUCTION, np.zeros((40, 40, 3), np.uint8), np.zeros((2, 18), np.float32),
+                          instruction_age=-1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_runtimes_feed_the_ticks_since_the_instruction(backend, tmp_path):
+    path = save_checkpoint(tmp_path / "age", _age_policy())
+    if backend == "onnxruntime":
+        model = onnx.load(str(_exported(path, tmp_path) / "control.onnx"))
+        assert [i.name for i in model.graph.input][2:4] == ["joint_history", "instruction_age"]
+        assert export.graph_problems(model) == []
+    rng = np.random.default_rng(1)
+    cfg = preset("tiny").replace(**AGE)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(4)]
+    joints = rng.normal(0, 0.3, (cfg.joint_history, 18)).astype(np.float32)
+    runtime = load_runtime(path, backend=backend, device="cpu", threads=1)
+    runtime.encode_instruction(INSTRUCTION)
+    outs = [runtime.step(image, "rgb8", joints).motion for image in images]
+    policy, _ = load_policy(path)
+    ref = policy.predict(policy.make_batch(INSTRUCTION, [images[0], images[1], images[3]], joints, instruction_age=3))
+    assert np.abs(outs[3] - ref["motion"][0].numpy()).max() <= 1e-5
+    wrong = policy.predict(policy.make_batch(INSTRUCTION, [images[0], images[1], images[3]], joints, instruction_age=2))
+    assert np.abs(outs[3] - wrong["motion"][0].numpy()).max() > 1e-4
+    runtime.encode_instruction(INSTRUCTION)  # a new task counts from 0 again
+    assert np.allclose(runtime.step(images[0], "rgb8", joints).motion, outs[0], atol=1e-6)
+    runtime.close()
+
+
+def _exported(checkpoint, tmp_path):
+    out = tmp_path / "onnx"
+    assert export.main(["--checkpoint", str(checkpoint), "--out", str(out), "--no-verify"]) == 0
+    return out

@@ -2,12 +2,14 @@
 output decoding and the per-instruction cache.
 
 A backend subclasses :class:`Runtime` and implements two calls on batch-1 numpy arrays:
-``_run_instruct(ids, mask) -> (cache_k, cache_v)`` and ``_run_control(mask, image, joints, cache_k,
-cache_v) -> {output name: array}``. Shapes (batch 1, see ``mhc_model.export`` for the names):
+``_run_instruct(ids, mask) -> (cache_k, cache_v)`` and ``_run_control(inputs, cache_k, cache_v) ->
+{output name: array}``, ``inputs`` the ``control`` profile's other inputs by name
+(``mhc_model.export.profile_inputs``). Shapes (batch 1):
 
 - ``instruction_ids (1, L) int32``, ``instruction_mask (1, L) float32`` (1 = word);
 - ``image (1, 3·F, S, S) float32`` RGB in [0, 1], the F frames of ``mhc_model.frames`` stacked;
-  ``joint_history (1, Hj, 18) float32``;
+  ``joint_history (1, Hj, 18) float32``; with the config's ``instruction_age``, ``instruction_age (1, 1)
+  float32``, the ticks since the instruction (0 at its first ``step``);
 - ``cache_k``, ``cache_v`` ``(n_layers, 1, h_s, L, head_dim) float32``.
 """
 
@@ -143,8 +145,7 @@ class Runtime:
     def _run_instruct(self, ids: np.ndarray, mask: np.ndarray) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def _run_control(self, mask: np.ndarray, image: np.ndarray, joints: np.ndarray,
-                     cache_k: Any, cache_v: Any) -> dict[str, np.ndarray]:
+    def _run_control(self, inputs: dict[str, np.ndarray], cache_k: Any, cache_v: Any) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -197,7 +198,10 @@ class Runtime:
             raise RuntimeError("no instruction: call encode_instruction(text) before step()")
         img, joints = self.preprocess(image, encoding, joint_history)
         stacked = self.frames.push(img[0])[None]  # (1, 3·F, S, S)
-        out = self._run_control(self._mask, stacked, joints, *self._cache)
+        inputs = {"instruction_mask": self._mask, "image": stacked, "joint_history": joints}
+        if self.config.instruction_age:
+            inputs["instruction_age"] = np.full((1, 1), self.frames.ticks - 1, dtype=np.float32)
+        out = self._run_control(inputs, *self._cache)
         return self.decode(out)
 
     def decode(self, out: dict[str, np.ndarray]) -> StepOutput:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mhc_model.export import INPUTS, OUTPUTS, export_onnx, read_manifest
+from mhc_model.export import OUTPUTS, export_onnx, profile_inputs, read_manifest
 from mhc_model.runtime.base import LOG, PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 from mhc_model.tokenizers import LabelVocabulary, Vocabulary
 
@@ -79,17 +79,18 @@ class OnnxRuntime(Runtime):
         return runtime
 
     def run_profile(self, profile: str, *inputs: np.ndarray) -> list[np.ndarray]:
-        """One session run of ``profile`` with inputs in ``INPUTS[profile]`` order."""
-        feed = dict(zip(INPUTS[profile], inputs, strict=True))
+        """One session run of ``profile`` with inputs in ``profile_inputs(config, profile)`` order."""
+        feed = dict(zip(profile_inputs(self.config, profile), inputs, strict=True))
         return self.sessions[profile].run(list(OUTPUTS[profile]), feed)
 
     def _run_instruct(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cache_k, cache_v = self.run_profile("instruct", ids, mask)
         return cache_k, cache_v
 
-    def _run_control(self, mask: np.ndarray, image: np.ndarray, joints: np.ndarray,
-                     cache_k: np.ndarray, cache_v: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.run_profile("control", mask, image, joints, cache_k, cache_v)
+    def _run_control(self, inputs: dict[str, np.ndarray], cache_k: np.ndarray,
+                     cache_v: np.ndarray) -> dict[str, np.ndarray]:
+        named = {**inputs, "cache_k": cache_k, "cache_v": cache_v}
+        outs = self.run_profile("control", *(named[n] for n in profile_inputs(self.config, "control")))
         return dict(zip(OUTPUTS["control"], outs, strict=True))
 
     def close(self) -> None:

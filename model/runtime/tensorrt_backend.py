@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from mhc_model.engine import TRT_MISSING, engine_paths, engine_problem, import_tensorrt
-from mhc_model.export import INPUTS, OUTPUTS
+from mhc_model.export import OUTPUTS, profile_inputs
 from mhc_model.runtime.base import PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
@@ -27,8 +27,8 @@ TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64"
 class EngineProfile:
     """One deserialized engine with its execution context and name → buffer bindings."""
 
-    def __init__(self, trt: Any, runtime: Any, engine_path: Path, profile: str, device: Any,
-                 shared: dict[str, Any]):
+    def __init__(self, trt: Any, runtime: Any, engine_path: Path, profile: str, inputs: tuple[str, ...],
+                 device: Any, shared: dict[str, Any]):
         import torch
 
         self.profile = profile
@@ -37,7 +37,7 @@ class EngineProfile:
             raise RuntimeLoadError(f"engine '{engine_path}' could not be deserialized by this TensorRT")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        expected = set(INPUTS[profile]) | set(OUTPUTS[profile])
+        expected = set(inputs) | set(OUTPUTS[profile])
         if set(names) != expected:
             raise RuntimeLoadError(f"engine '{engine_path}' tensors {sorted(names)} != exported {sorted(expected)}")
         self.buffers: dict[str, torch.Tensor] = {}
@@ -71,7 +71,8 @@ class TensorRTRuntime(Runtime):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.trt_runtime = trt.Runtime(self.logger)
         shared: dict[str, Any] = {}  # instruct's cache outputs are control's cache inputs
-        self.engines = {p: EngineProfile(trt, self.trt_runtime, engine_paths(engine_dir, p)[1], p, self.device, shared)
+        self.engines = {p: EngineProfile(trt, self.trt_runtime, engine_paths(engine_dir, p)[1], p,
+                                       profile_inputs(spec.config, p), self.device, shared)
                         for p in ("instruct", "control")}
 
     @classmethod
@@ -107,9 +108,8 @@ class TensorRTRuntime(Runtime):
         out = self._run("instruct", {"instruction_ids": ids, "instruction_mask": mask})
         return out["cache_k"], out["cache_v"]  # already bound as control's inputs
 
-    def _run_control(self, mask: np.ndarray, image: np.ndarray, joints: np.ndarray,
-                     cache_k: Any, cache_v: Any) -> dict[str, np.ndarray]:
-        out = self._run("control", {"instruction_mask": mask, "image": image, "joint_history": joints})
+    def _run_control(self, inputs: dict[str, np.ndarray], cache_k: Any, cache_v: Any) -> dict[str, np.ndarray]:
+        out = self._run("control", inputs)  # the cache is already bound: instruct's outputs
         return {name: t.float().cpu().numpy() for name, t in out.items()}
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mhc_model.export import INPUTS, OUTPUTS, ProfileGraph, example_inputs
+from mhc_model.export import OUTPUTS, ProfileGraph, example_inputs, profile_inputs
 from mhc_model.runtime.base import PolicySpec, Runtime, RuntimeLoadError
 from torch import nn
 
@@ -108,9 +108,10 @@ class TorchRuntime(Runtime):
         cache_k, cache_v = self._call("instruct", self._tensor(ids), self._tensor(mask))
         return cache_k.float().clone(), cache_v.float().clone()  # graph outputs are overwritten by a replay
 
-    def _run_control(self, mask: np.ndarray, image: np.ndarray, joints: np.ndarray,
-                     cache_k: torch.Tensor, cache_v: torch.Tensor) -> dict[str, np.ndarray]:
-        outs = self._call("control", self._tensor(mask), self._tensor(image), self._tensor(joints), cache_k, cache_v)
+    def _run_control(self, inputs: dict[str, np.ndarray], cache_k: torch.Tensor,
+                     cache_v: torch.Tensor) -> dict[str, np.ndarray]:
+        named = {**{n: self._tensor(a) for n, a in inputs.items()}, "cache_k": cache_k, "cache_v": cache_v}
+        outs = self._call("control", *(named[n] for n in profile_inputs(self.config, "control")))
         return {name: t.float().cpu().numpy() for name, t in zip(OUTPUTS["control"], outs, strict=True)}
 
     def close(self) -> None:
@@ -118,4 +119,4 @@ class TorchRuntime(Runtime):
         self.graphs.clear()
 
 
-__all__ = ["INPUTS", "GraphedProfile", "TorchRuntime", "autocast_context"]
+__all__ = ["GraphedProfile", "TorchRuntime", "autocast_context"]
