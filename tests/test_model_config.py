@@ -69,6 +69,8 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "sweep/dense_s_iframe.json": ("dense_s", set()),
     "sweep/s_nocrop.json": ("s", {"crop_augment"}),
     "sweep/dense_s_nocrop.json": ("dense_s", {"crop_augment"}),
+    "sweep/s_age.json": ("s", {"instruction_age"}),
+    "sweep/dense_s_age.json": ("dense_s", {"instruction_age"}),
 }
 
 
