@@ -177,7 +177,7 @@ def train(args: argparse.Namespace) -> int:
             schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps))
             generator = torch.Generator().manual_seed(1)
             started = time.perf_counter()
-            for _ in range(args.steps):
+            for step in range(args.steps):
                 pick = torch.randint(len(tr[2]), (args.batch_size,), generator=generator).to(device)
                 images, age = _inputs(tr[0], tr[2][pick], tr[3][pick], variant, crop, generator)
                 target = (tr[1][tr[4][pick]] - mean) / std
@@ -187,6 +187,9 @@ def train(args: argparse.Namespace) -> int:
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                if (step + 1) % 1000 == 0:
+                    print(f"  {name} step {step + 1}/{args.steps}: loss {loss.item():.4f} "
+                          f"({time.perf_counter() - started:.0f} s)", flush=True)
             model.eval()
             predictions = []
             with torch.no_grad():
