@@ -78,19 +78,18 @@ def _tensors(episodes, device):
     """Frames (F, 3, S, S) uint8, ball positions (F, 3), and per scored tick: its frame id, the first
     frame's id, the future frame ids (H,)."""
     import torch
-    from mhc_model.tokenizers import resize_images
+    from mhc_model.data import resized_frames
 
     frames, positions, now, first, future = [], [], [], [], []
     offset = 0
     for e in episodes:
-        images = torch.from_numpy(e.arrays["images"]).permute(0, 3, 1, 2)
-        frames.append((resize_images(images.float() / 255.0, IMAGE_SIZE) * 255.0).round().to(torch.uint8))
+        frames.append(resized_frames(e.arrays["images"], IMAGE_SIZE))
         positions.append(torch.from_numpy(e.arrays["object_positions"][:, BALL_SLOT].astype(np.float32)))
-        ticks = scored_ticks(len(images))
+        ticks = scored_ticks(len(frames[-1]))
         now.append(offset + ticks)
         first.append(np.full(len(ticks), offset))
         future.append(offset + ticks[:, None] + np.arange(1, HORIZON + 1))
-        offset += len(images)
+        offset += len(frames[-1])
     cat = [torch.cat(frames), torch.cat(positions)]
     return [x.to(device) for x in cat] + [torch.from_numpy(np.concatenate(x)).to(device) for x in (now, first, future)]
 

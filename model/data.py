@@ -54,6 +54,14 @@ def load_episode(npz_path: Path) -> Episode:
     return Episode(npz_path.stem, meta, arrays)
 
 
+def resized_frames(images: np.ndarray, size: int) -> torch.Tensor:
+    """A shard's ``images (T, H, W, 3) uint8`` → ``(T, 3, size, size) uint8`` at the model input size
+    (resized in chunks of 64 frames to bound the float copy)."""
+    img = torch.from_numpy(images).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+    chunks = [resize_images(c.float() / 255.0, size) for c in img.split(64)]
+    return (torch.cat(chunks) * 255.0).round().to(torch.uint8)
+
+
 def split_episodes(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic split by episode (never by frame): ``(train, val)``; val empty if < 2 episodes."""
     if not 0.0 <= val_fraction < 1.0:
@@ -106,9 +114,7 @@ class ShardDataset:
         for ei, ep in enumerate(episodes):
             a = ep.arrays
             T = len(a["actions"])
-            img = torch.from_numpy(a["images"]).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-            chunks = [resize_images(c.float() / 255.0, cfg.image_size) for c in img.split(64)]
-            images.append((torch.cat(chunks) * 255.0).round().to(torch.uint8))
+            images.append(resized_frames(a["images"], cfg.image_size))
             joints.append(np.concatenate([a["joint_positions"], a["joint_velocities"]], axis=1))
             actions.append(a["actions"])
             obj.append(a["object_positions"])
