@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mhc_model.export import OUTPUTS, export_onnx, profile_inputs, read_manifest
+from mhc_model.export import OUTPUTS, export_onnx, read_manifest
 from mhc_model.runtime.base import LOG, PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 from mhc_model.tokenizers import LabelVocabulary, Vocabulary
 
@@ -78,19 +78,17 @@ class OnnxRuntime(Runtime):
         runtime._tmp = tmp
         return runtime
 
-    def run_profile(self, profile: str, *inputs: np.ndarray) -> list[np.ndarray]:
-        """One session run of ``profile`` with inputs in ``profile_inputs(config, profile)`` order."""
-        feed = dict(zip(profile_inputs(self.config, profile), inputs, strict=True))
+    def run_profile(self, profile: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One session run of ``profile``: ``feed`` maps its graph input names to arrays."""
         return self.sessions[profile].run(list(OUTPUTS[profile]), feed)
 
     def _run_instruct(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cache_k, cache_v = self.run_profile("instruct", ids, mask)
+        cache_k, cache_v = self.run_profile("instruct", {"instruction_ids": ids, "instruction_mask": mask})
         return cache_k, cache_v
 
     def _run_control(self, inputs: dict[str, np.ndarray], cache_k: np.ndarray,
                      cache_v: np.ndarray) -> dict[str, np.ndarray]:
-        named = {**inputs, "cache_k": cache_k, "cache_v": cache_v}
-        outs = self.run_profile("control", *(named[n] for n in profile_inputs(self.config, "control")))
+        outs = self.run_profile("control", {**inputs, "cache_k": cache_k, "cache_v": cache_v})
         return dict(zip(OUTPUTS["control"], outs, strict=True))
 
     def close(self) -> None:
