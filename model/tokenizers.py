@@ -174,6 +174,16 @@ class LinguisticTokenizer(nn.Module):
 AGE_FEATURES = 3
 
 
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer that starts at zero and keeps that through ``MHC``'s init: an added input that
+    changes nothing until trained (a fine-tune from a model without it starts unchanged)."""
+    layer = nn.Linear(in_features, out_features)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    layer._keep_init = True
+    return layer
+
+
 def age_features(age: torch.Tensor) -> torch.Tensor:
     """``age (B, 1)`` ticks since the instruction → ``(B, 3)``: a/64, log(1+a)/log(65), 1/(1+a)."""
     age = age.float().clamp(min=0.0)
@@ -202,11 +212,7 @@ class VisualTokenizer(nn.Module):
         layers.append(nn.Conv2d(channels, cfg.d_model, kernel_size=1))
         self.stem = nn.Sequential(*layers)
         self.pos = nn.Parameter(torch.zeros(cfg.n_patches, cfg.d_model))
-        self.age_proj = nn.Linear(AGE_FEATURES, cfg.d_model) if cfg.instruction_age else None
-        if self.age_proj is not None:
-            nn.init.zeros_(self.age_proj.weight)
-            nn.init.zeros_(self.age_proj.bias)
-            self.age_proj._keep_init = True
+        self.age_proj = zero_linear(AGE_FEATURES, cfg.d_model) if cfg.instruction_age else None
 
     def forward(self, image: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
         """``age (B, 1)``: ticks since the instruction, needed with ``cfg.instruction_age``."""
@@ -234,10 +240,7 @@ class PhysicalTokenizer(nn.Module):
         self.queries = nn.Parameter(torch.randn(cfg.n_query_tokens, cfg.d_model) * 0.02)
         self.kinematics = PandaForwardKinematics() if cfg.ee_pose_features else None
         if self.kinematics is not None:
-            self.pose_proj = nn.Linear(POSE_FEATURES, cfg.d_model)
-            nn.init.zeros_(self.pose_proj.weight)
-            nn.init.zeros_(self.pose_proj.bias)
-            self.pose_proj._keep_init = True  # zero: a fine-tune from a model without it starts unchanged
+            self.pose_proj = zero_linear(POSE_FEATURES, cfg.d_model)
 
     def forward(self, joint_history: torch.Tensor) -> torch.Tensor:
         joints = self.proj(self.norm.normalize(joint_history)) + self.pos  # (B, Hj, d)
