@@ -24,6 +24,7 @@ Export contract: static shapes, constant top-k, experts applied with gathered we
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -57,30 +58,24 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
 
 
 class HeadGroup(nn.Module):
-    """A group of ``n_heads`` attention heads: its own QKV and output projections."""
+    """The weights of a group of ``n_heads`` attention heads: QKV ``(3·h·hs, d)`` and output ``(d, h·hs)``
+    projections (applied by :class:`DomainGroupedAttention`, stacked with the other groups')."""
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int):
         super().__init__()
-        self.n_heads, self.head_dim = n_heads, head_dim
         self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
         self.proj = nn.Linear(n_heads * head_dim, d_model, bias=False)
-
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x (B, T, d)`` → ``q, k, v`` each ``(B, h, T, hs)``."""
-        B, T, _ = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, h, hs)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, T, hs)
-        return q, k, v
-
-    def merge(self, o: torch.Tensor) -> torch.Tensor:
-        """``o (B, h, T, hs)`` → ``(B, T, d)``."""
-        B, _, T, _ = o.shape
-        return self.proj(o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
 class DomainGroupedAttention(nn.Module):
     """Per-domain head groups (within-domain attention) + shared heads (cross-domain, prefix mask).
 
+    Computed as one attention over all heads ``[group heads | shared heads]``: each domain's tokens are
+    projected by their own group's weights stacked with the shared heads' (one matmul per domain, in and
+    out), and the prefix-by-domain mask (:meth:`MHC.attention_bias`) confines each group head to its own
+    domain. Masked scores are exactly 0 after the softmax, so this is the per-group computation with a
+    third of the attention operators (what a batch-1 CPU step is spent on). A profile without a domain
+    never touches that domain's group weights.
     In the dense baseline there are no domain groups: ``shared_heads`` covers all heads.
     """
 
@@ -90,42 +85,74 @@ class DomainGroupedAttention(nn.Module):
         if not cfg.dense and cfg.heads_per_domain > 0:
             self.groups.update({dom: HeadGroup(cfg.d_model, cfg.heads_per_domain, cfg.head_dim) for dom in DOMAINS})
         self.shared = HeadGroup(cfg.d_model, cfg.shared_heads, cfg.head_dim)
+        self.group_heads = cfg.heads_per_domain if self.groups else 0
+        self.n_heads, self.head_dim = self.group_heads + cfg.shared_heads, cfg.head_dim
+
+    def qkv_weight(self, dom: str) -> torch.Tensor:
+        """``(3·H·hs, d)``: rows ``[q | k | v]``, each ``[domain group heads | shared heads]``."""
+        shared = self.shared.qkv.weight
+        if dom not in self.groups:
+            return shared
+        d = shared.shape[1]
+        return torch.cat([self.groups[dom].qkv.weight.view(3, -1, d), shared.view(3, -1, d)], dim=1).view(-1, d)
+
+    def proj_weight(self, dom: str) -> torch.Tensor:
+        """``(d, H·hs)``: the domain group's output projection beside the shared heads' (their sum)."""
+        if dom not in self.groups:
+            return self.shared.proj.weight
+        return torch.cat([self.groups[dom].proj.weight, self.shared.proj.weight], dim=1)
 
     def forward(
         self,
-        segments: dict[str, torch.Tensor],
-        ling_bias: torch.Tensor,
+        x: torch.Tensor,
+        sizes: dict[str, int],
+        bias: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """``segments``: present domains → ``(B, T_dom, d)``; ``ling_bias (B, 1, 1, L)`` padding bias;
-        ``cache``: the instruction's shared-head ``(k, v)`` each ``(B, h_s, L, hs)`` when the linguistic
-        segment is absent. Returns per-domain outputs and the instruction's shared ``(k, v)``.
+        rows: int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``x (B, T, d)``: the tokens of the domains ``sizes`` (domain → length, in sequence order);
+        ``bias (B, H, T, T_keys)`` from :meth:`MHC.attention_bias`; ``cache``: the instruction's keys and
+        values ``(k, v)`` each ``(B, H, L, hs)`` when the linguistic segment is absent (the group heads' are
+        zeros, masked out: :meth:`MHC.instruction_keys`); ``rows``: compute the output of the last ``rows``
+        tokens only (all of them: None). Returns ``(B, rows or T, d)`` and, when the linguistic segment is
+        present, its shared heads' ``(k, v)`` each ``(B, h_s, L, hs)`` (the instruction cache).
         """
-        out: dict[str, torch.Tensor] = {}
-        for dom, x in segments.items():
-            if dom in self.groups:  # groups of absent domains are never called: no weights, no FLOPs
-                q, k, v = self.groups[dom].project(x)
-                out[dom] = self.groups[dom].merge(attend(q, k, v, ling_bias if dom == LING else None))
-        if LING in segments:
-            q, k_ling, v_ling = self.shared.project(segments[LING])
-            o = self.shared.merge(attend(q, k_ling, v_ling, ling_bias))
-            out[LING] = out[LING] + o if LING in out else o
+        B, T, _ = x.shape
+        H, hs, hg = self.n_heads, self.head_dim, self.group_heads
+        qkv = self.per_domain(x, sizes, self.qkv_weight)  # (B, T, 3·H·hs)
+        q, k, v = qkv.view(B, T, 3 * H, hs).transpose(1, 2).split(H, dim=1)  # each (B, H, T, hs)
+        if LING in sizes:
+            kv = (k[:, hg:, : sizes[LING]], v[:, hg:, : sizes[LING]])
+        elif cache is None:
+            raise ValueError("profile 'control' needs the instruction cache (cache_k, cache_v)")
         else:
-            if cache is None:
-                raise ValueError("profile 'control' needs the instruction cache (cache_k, cache_v)")
-            k_ling, v_ling = cache
-        ctrl = [dom for dom in (VIS, PHYS) if dom in segments]
-        if ctrl:
-            x = torch.cat([segments[dom] for dom in ctrl], dim=1)  # (B, Tc, d)
-            B, Tc, _ = x.shape
-            q, k, v = self.shared.project(x)  # each (B, h_s, Tc, hs)
-            k = torch.cat([k_ling, k], dim=2)  # (B, h_s, L + Tc, hs)
-            v = torch.cat([v_ling, v], dim=2)
-            bias = torch.cat([ling_bias, ling_bias.new_zeros(B, 1, 1, Tc)], dim=-1)  # (B, 1, 1, L + Tc)
-            o = self.shared.merge(attend(q, k, v, bias))  # (B, Tc, d)
-            for dom, part in zip(ctrl, o.split([segments[d].shape[1] for d in ctrl], dim=1), strict=True):
-                out[dom] = out[dom] + part if dom in out else part
-        return out, (k_ling, v_ling)
+            kv = None
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        if rows is not None:
+            q, bias = q[:, :, T - rows :], bias[:, :, T - rows :]
+        o = attend(q, k, v, bias)  # (B, H, Tq, hs)
+        o = o.transpose(1, 2).reshape(B, o.shape[2], H * hs)
+        return self.per_domain(o, _tail(sizes, rows), self.proj_weight), kv
+
+    def per_domain(self, x: torch.Tensor, sizes: dict[str, int], weight: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        """``x (B, T, ·)`` through each domain's ``weight(dom)`` (one matmul when no domain has a group)."""
+        if not self.groups:
+            return F.linear(x, weight(next(iter(sizes))))
+        parts = x.split(list(sizes.values()), dim=1)
+        out = [F.linear(part, weight(dom)) for dom, part in zip(sizes, parts, strict=True)]
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+
+def _tail(sizes: dict[str, int], rows: int | None) -> dict[str, int]:
+    """The domains (and their token counts) of the last ``rows`` tokens of a sequence of ``sizes``."""
+    if rows is None:
+        return dict(sizes)
+    tail: dict[str, int] = {}
+    for dom in reversed(list(sizes)):
+        take = min(sizes[dom], rows - sum(tail.values()))
+        if take > 0:
+            tail[dom] = take
+    return dict(reversed(tail.items()))
 
 
 class TaskRouter(nn.Module):
@@ -193,18 +220,13 @@ class ExpertBank(nn.Module):
     def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Inference/export path: each token's k experts through gathered weights (static shapes)."""
         N, k = idx.shape
-        _, d, hidden = self.w1.shape
+        d = x.shape[1]
         dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
-        flat = idx.reshape(N * k)  # (N·k,)
-        w1 = self.w1.to(dtype).index_select(0, flat).view(N, k, d, hidden)  # (N, k, d, h)
-        w2 = self.w2.to(dtype).index_select(0, flat).view(N, k, hidden, d)  # (N, k, h, d)
-        b1 = self.b1.to(dtype).index_select(0, flat).view(N, k, 1, hidden)
-        b2 = self.b2.to(dtype).index_select(0, flat).view(N, k, 1, d)
+        rows = idx[:, :, None]  # (N, k, 1): gathers the biases as (N, k, 1, ·)
         # x broadcast over the k experts by matmul (no expand: static shapes in ONNX)
-        h = torch.matmul(x[:, None, None, :], w1) + b1  # (N, k, 1, h)
-        y = torch.matmul(F.gelu(h), w2) + b2  # (N, k, 1, d)
-        y = y.view(N, k, d) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
-        return y.sum(dim=1)
+        h = torch.matmul(x.view(N, 1, 1, d), self.w1.to(dtype)[idx]) + self.b1.to(dtype)[rows]  # (N, k, 1, h)
+        y = torch.matmul(F.gelu(h), self.w2.to(dtype)[idx]) + self.b2.to(dtype)[rows]  # (N, k, 1, d)
+        return torch.matmul(weight.to(y.dtype)[:, None, :], y.view(N, k, d)).view(N, d)  # Σ_k weight · y
 
 
 class MLP(nn.Module):
@@ -250,29 +272,29 @@ class HierarchicalMoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
         """``x (B, T, d)`` → ``(y (B, T, d), Routing)``."""
         B, T, d = x.shape
-        E, k = self.n_experts, self.top_k
+        E, k, n_dom = self.n_experts, self.top_k, len(DOMAINS)
         flat = x.reshape(B * T, d)  # (N, d)
         domain_logits, domain_idx = self.router(flat)  # (N, 3), (N,)
-        domain_gate = domain_logits.float().softmax(-1).gather(1, domain_idx[:, None])  # (N, 1)
-        all_logits = self.expert_gate(flat).view(B * T, len(DOMAINS), E)  # (N, 3, E)
-        # gather the chosen domain's E logits by flat index (broadcast add, no expand: static in ONNX)
-        pick = domain_idx[:, None] * E + torch.arange(E, device=x.device)[None, :]  # (N, E)
-        expert_logits = all_logits.reshape(B * T, len(DOMAINS) * E).gather(1, pick)  # (N, E)
-        scores = expert_logits.float().softmax(-1)  # (N, E)
-        choice = scores + self.expert_bias.index_select(0, domain_idx)  # (N, E)
-        expert_idx = choice.topk(k, dim=-1).indices  # (N, k)
-        weight = scores.gather(1, expert_idx)  # (N, k)
+        domain_gate = domain_logits.float().softmax(-1).amax(-1, keepdim=True)  # (N, 1) p(d*|x)
+        all_logits = self.expert_gate(flat).float()  # (N, 3·E), domain-major
+        # the other domains' experts are masked out: a softmax over all 3·E logits is the chosen domain's
+        # (exactly: exp(MASK_VALUE) is 0) and top-k picks global expert ids without gathering logits
+        expert_domain = torch.arange(n_dom * E, device=x.device) // E  # (3·E,)
+        off = torch.where(expert_domain == domain_idx[:, None], 0.0, MASK_VALUE)  # (N, 3·E)
+        scores = (all_logits + off).softmax(-1)  # (N, 3·E), 0 outside d*
+        global_idx = (scores + off + self.expert_bias.view(-1)).topk(k, dim=-1).indices  # (N, k)
+        weight = scores.gather(1, global_idx)  # (N, k)
         if k > 1:  # renormalised over the chosen k; at k = 1 that would be a constant 1 (Switch keeps p)
             weight = weight / weight.sum(-1, keepdim=True)
-        weight = weight * domain_gate  # (N, k)
-        global_idx = domain_idx[:, None] * E + expert_idx  # (N, k)
-        y = self.experts(flat, global_idx, weight)  # (N, d)
+        y = self.experts(flat, global_idx, weight * domain_gate)  # (N, d)
         if self.shared is not None:
             y = y + self.shared(flat)
         if self.training:
             with torch.no_grad():
-                self.load_accum += F.one_hot(global_idx.reshape(-1), len(DOMAINS) * E).sum(0).float()
-        return y.view(B, T, d), Routing(domain_logits, domain_idx, expert_logits, expert_idx)
+                self.load_accum += F.one_hot(global_idx.reshape(-1), n_dom * E).sum(0).float()
+        expert_logits = all_logits.view(B * T, n_dom, E).gather(1, domain_idx[:, None, None].expand(B * T, 1, E))
+        local_idx = global_idx - domain_idx[:, None] * E
+        return y.view(B, T, d), Routing(domain_logits, domain_idx, expert_logits.squeeze(1), local_idx)
 
     @torch.no_grad()
     def update_bias(self, rate: float) -> None:
@@ -305,17 +327,20 @@ class Block(nn.Module):
 
     def forward(
         self,
-        segments: dict[str, torch.Tensor],
-        ling_bias: torch.Tensor,
+        x: torch.Tensor,
+        sizes: dict[str, int],
+        bias: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor], Routing | None]:
-        attn, kv = self.attn({dom: self.ln1(x) for dom, x in segments.items()}, ling_bias, cache)
-        doms = list(segments)
-        x = torch.cat([segments[dom] + self.drop(attn[dom]) for dom in doms], dim=1)  # (B, T, d)
+        rows: int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, Routing | None]:
+        """``x (B, T, d)`` tokens of ``sizes``; ``rows``: only the last ``rows`` tokens' outputs (the rest
+        only give keys and values). Returns ``(B, rows or T, d)``, the instruction's ``(k, v)``, routing."""
+        attn, kv = self.attn(self.ln1(x), sizes, bias, cache, rows)
+        if rows is not None:
+            x = x[:, x.shape[1] - rows :]
+        x = x + self.drop(attn)
         y, routing = self.ffn(self.ln2(x))
-        x = x + self.drop(y)
-        sizes = [segments[dom].shape[1] for dom in doms]
-        return dict(zip(doms, x.split(sizes, dim=1), strict=True)), kv, routing
+        return x + self.drop(y), kv, routing
 
 
 class MHC(nn.Module):
@@ -378,6 +403,39 @@ class MHC(nn.Module):
         """``(B, L)`` 1 = word → additive ``(B, 1, 1, L)``."""
         return (1.0 - instruction_mask.float())[:, None, None, :] * MASK_VALUE
 
+    def instruction_keys(
+        self, cache_k: torch.Tensor, cache_v: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the instruction cache ``(n_layers, B, h_s, L, hs)`` as keys/values of every head
+        ``(B, H, L, hs)``: zeros for the group heads (masked out by the bias), prepended once for all layers."""
+        hg = self.blocks[0].attn.group_heads
+        n, B, _, L, hs = cache_k.shape
+        pad = cache_k.new_zeros(n, B, hg, L, hs)
+        k, v = torch.cat([pad, cache_k], dim=2), torch.cat([pad, cache_v], dim=2)
+        return [(k[i], v[i]) for i in range(n)]
+
+    def attention_bias(self, sizes: dict[str, int], ling_bias: torch.Tensor) -> torch.Tensor:
+        """The prefix-by-domain mask of the query tokens ``sizes`` as an additive ``(B, H, T, T_keys)`` bias.
+
+        Keys are the query tokens, after the instruction's when its segment is absent (``control``
+        attends to the cache). Group heads: keys of the query's own domain; shared heads: linguistic
+        queries → linguistic keys, the others → every key; ``ling_bias (B, 1, 1, L)`` masks the padding.
+        """
+        attn = self.blocks[0].attn
+        key_sizes = sizes if LING in sizes else {LING: ling_bias.shape[-1], **sizes}
+        device = ling_bias.device
+        q_dom, k_dom = (torch.cat([torch.full((n,), DOMAINS.index(d), device=device) for d, n in s.items()])
+                        for s in (sizes, key_sizes))
+        ling = DOMAINS.index(LING)
+        group = q_dom[:, None] == k_dom[None, :]  # (T, T_keys)
+        shared = (q_dom[:, None] != ling) | (k_dom[None, :] == ling)
+        allowed = torch.stack([group] * attn.group_heads + [shared] * (attn.n_heads - attn.group_heads))
+        static = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, MASK_VALUE)  # (H, T, T_keys)
+        rest = static.shape[-1] - ling_bias.shape[-1]  # keys after the instruction's
+        if rest:
+            ling_bias = torch.cat([ling_bias, ling_bias.new_zeros(ling_bias.shape[0], 1, 1, rest)], dim=-1)
+        return static[None] + ling_bias  # (B, H, T, T_keys)
+
     def forward(
         self,
         instruction_ids: torch.Tensor | None = None,
@@ -408,19 +466,24 @@ class MHC(nn.Module):
             segments[PHYS] = self.phys_tokens(joint_history) + self.domain_embed[2]
         if profile == "control" and (cache_k is None or cache_v is None):
             raise ValueError("profile 'control' needs cache_k and cache_v from profile 'instruct'")
-        ling_bias = self.padding_bias(instruction_mask)
+        sizes = {dom: x.shape[1] for dom, x in segments.items()}
+        bias = self.attention_bias(sizes, self.padding_bias(instruction_mask))
+        x = torch.cat(list(segments.values()), dim=1) if len(segments) > 1 else segments[LING]
+        # the heads read the physical query tokens only: at inference the last block computes just those
+        # (training keeps every token: the routing losses use all of them)
+        rows = None if self.training or return_routing or profile == "instruct" else self.cfg.n_query_tokens
+        caches = self.instruction_keys(cache_k, cache_v) if profile == "control" else [None] * len(self.blocks)
         keys, values, routings = [], [], []
-        for i, block in enumerate(self.blocks):
-            cache = (cache_k[i], cache_v[i]) if profile == "control" else None
-            segments, (k, v), routing = block(segments, ling_bias, cache)
-            keys.append(k)
-            values.append(v)
+        for i, (block, cache) in enumerate(zip(self.blocks, caches, strict=True)):
+            x, kv, routing = block(x, sizes, bias, cache, rows if i == len(self.blocks) - 1 else None)
+            if kv is not None:
+                keys.append(kv[0])
+                values.append(kv[1])
             routings.append(routing)
         if profile == "instruct":
             out = {"cache_k": torch.stack(keys), "cache_v": torch.stack(values)}  # (n_layers, B, h_s, L, hs)
         else:
-            queries = self.ln_f(segments[PHYS][:, self.cfg.joint_history :])  # (B, Q, d)
-            out = self.heads(queries)
+            out = self.heads(self.ln_f(x[:, x.shape[1] - self.cfg.n_query_tokens :]))  # (B, Q, d) queries
         return (out, routings) if return_routing else out
 
     def encode_instruction(

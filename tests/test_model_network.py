@@ -46,21 +46,80 @@ def test_control_with_cached_instruction_equals_full(name):
         assert torch.allclose(full[key], control[key], atol=1e-5, rtol=0), key
 
 
-def test_skipped_head_groups_cost_no_flops():
+def test_control_never_touches_the_linguistic_head_group():
     model = _model("tiny")
-    full_total, full_mod = count_flops(model, "full", by_module=True)
-    ctrl_total, ctrl_mod = count_flops(model, "control", by_module=True)
+    x = example_inputs(model.cfg, batch=2, seed=1)
+    with torch.no_grad():
+        cache = model.encode_instruction(x["instruction_ids"], x["instruction_mask"])
+        control = dict(instruction_mask=x["instruction_mask"], image=x["image"], joint_history=x["joint_history"],
+                       profile="control", cache_k=cache[0], cache_v=cache[1])
+        before_control, before_full = model(**control), model(**x)
+        for block in model.blocks:  # only the linguistic tokens may read these weights
+            block.attn.groups["linguistic"].qkv.weight.add_(0.5)
+            block.attn.groups["linguistic"].proj.weight.add_(0.5)
+        after_control, after_full = model(**control), model(**x)
+    for key in before_control:
+        assert torch.equal(before_control[key], after_control[key]), key
+    assert not torch.allclose(before_full["action_chunk"], after_full["action_chunk"])
+    assert count_flops(model, "control") < count_flops(model, "full")
 
-    def group(counts, i, dom):  # projections of one head group (its only weights)
-        return sum(counts.get(f"MHC.blocks.{i}.attn.groups.{dom}.{m}", 0) for m in ("qkv", "proj"))
 
-    for i in range(model.cfg.n_layers):
-        assert group(full_mod, i, "linguistic") > 0
-        assert group(ctrl_mod, i, "linguistic") == 0  # never called in `control`
-        for dom in ("visual", "physical"):
-            assert group(ctrl_mod, i, dom) == group(full_mod, i, dom) > 0
-    assert ctrl_mod.get("MHC.ling_tokens", 0) == 0
-    assert ctrl_total < full_total
+def _per_group_attention(attn, segments, ling_bias):
+    """Reference: each head group attends inside its domain, the shared heads across (prefix mask), one
+    softmax per group — what :class:`DomainGroupedAttention` computes as one masked attention."""
+    def heads(x, w, n):
+        B, T, _ = x.shape
+        return (x @ w.T).view(B, T, 3, n, -1).permute(2, 0, 3, 1, 4)
+
+    def softmax_attend(q, k, v, bias=0.0):
+        return ((q @ k.transpose(-2, -1)) / q.shape[-1] ** 0.5 + bias).softmax(-1) @ v
+
+    def merge(o, w):
+        B, n, T, hs = o.shape
+        return o.transpose(1, 2).reshape(B, T, n * hs) @ w.T
+
+    hg, hs_ = attn.group_heads, attn.n_heads - attn.group_heads
+    out = {}
+    for dom, x in segments.items():
+        q, k, v = heads(x, attn.groups[dom].qkv.weight, hg)
+        out[dom] = merge(softmax_attend(q, k, v, ling_bias if dom == "linguistic" else 0.0),
+                         attn.groups[dom].proj.weight)
+    q, k, v = heads(torch.cat(list(segments.values()), 1), attn.shared.qkv.weight, hs_)
+    L = segments["linguistic"].shape[1]
+    o_ling = softmax_attend(q[:, :, :L], k[:, :, :L], v[:, :, :L], ling_bias)
+    bias = torch.cat([ling_bias, torch.zeros(*ling_bias.shape[:3], k.shape[2] - L)], -1)
+    o_rest = softmax_attend(q[:, :, L:], k, v, bias)
+    shared = merge(torch.cat([o_ling, o_rest], 2), attn.shared.proj.weight)
+    return torch.cat(list(out.values()), 1) + shared
+
+
+def test_one_masked_attention_equals_attention_per_head_group():
+    model = _model("tiny", seed=2)
+    c = model.cfg
+    torch.manual_seed(4)
+    sizes = model.segment_lengths("full")
+    segments = {dom: torch.randn(2, n, c.d_model) for dom, n in sizes.items()}
+    mask = torch.ones(2, c.max_instruction_len)
+    mask[1, 5:] = 0.0
+    ling_bias = model.padding_bias(mask)
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        fused, (k, _) = attn(torch.cat(list(segments.values()), 1), sizes, model.attention_bias(sizes, ling_bias), None)
+        reference = _per_group_attention(attn, segments, ling_bias)
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    assert k.shape == (2, c.shared_heads, c.max_instruction_len, c.head_dim)
+
+
+@pytest.mark.parametrize("name", ["tiny", "dense_tiny"])
+def test_last_block_on_the_query_tokens_only_changes_nothing(name):
+    """At inference the last block computes just the query tokens the heads read; training computes all."""
+    model = _model(name, seed=5)
+    x = example_inputs(model.cfg, batch=2, seed=6)
+    with torch.no_grad():
+        pruned = model(**x)
+        every_token, _ = model(**x, return_routing=True)  # routing needs every token: nothing pruned
+    for key in pruned:
+        torch.testing.assert_close(pruned[key], every_token[key], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("experts", "k"), [(4, 1), (4, 2), (8, 2), (8, 4)])
@@ -68,9 +127,11 @@ def test_topk_computes_only_k_experts(experts, k):
     model = _model("tiny", experts_per_domain=experts, top_k=k)
     c = model.cfg
     _, per_module = count_flops(model, "full", by_module=True)
-    tokens = c.max_instruction_len + c.n_patches + c.n_physical_tokens
-    expected = 2 * tokens * k * (2 * c.d_model * c.expert_hidden)  # two matmuls per chosen expert
-    for i in range(c.n_layers):
+    every_token = c.max_instruction_len + c.n_patches + c.n_physical_tokens
+    for i in range(c.n_layers):  # the last block runs on the query tokens only
+        tokens = c.n_query_tokens if i == c.n_layers - 1 else every_token
+        # two matmuls per chosen expert, then the weighted sum over the k outputs (a matmul too)
+        expected = 2 * tokens * k * (2 * c.d_model * c.expert_hidden + c.d_model)
         assert per_module[f"MHC.blocks.{i}.ffn.experts"] == expected  # independent of E
 
 
