@@ -53,7 +53,8 @@ class PandaForwardKinematics(nn.Module):
     """``arm_positions (..., 7)`` rad → ``(..., 12)``: rotation (row-major) and position (m) of the grasp target.
 
     Joint i's transform is ``O_i · Rz(q_i) = cos q_i · (O_i A) + sin q_i · (O_i B) + O_i C`` with
-    constant A, B, C, so all seven come from one broadcast expression; the chain is then six matmuls.
+    constant A, B, C, so all seven come from one broadcast expression (the fixed tool transform folded
+    into the last joint's constants); the chain is then six matmuls.
     """
 
     def __init__(self) -> None:
@@ -66,17 +67,17 @@ class PandaForwardKinematics(nn.Module):
         tool = torch.eye(4, dtype=torch.float64)
         for o in TOOL_ORIGINS:
             tool = tool @ origin_transform(*o)
-        self.register_buffer("cos_part", (origins @ rot_cos).float(), persistent=False)
-        self.register_buffer("sin_part", (origins @ rot_sin).float(), persistent=False)
-        self.register_buffer("const_part", (origins @ rot_const).float(), persistent=False)
-        self.register_buffer("tool", tool.float(), persistent=False)
+        after = torch.stack([torch.eye(4, dtype=torch.float64)] * (ARM_JOINTS - 1) + [tool])  # (7, 4, 4)
+        for name, part in (("cos_part", rot_cos), ("sin_part", rot_sin), ("const_part", rot_const)):
+            self.register_buffer(name, (origins @ part @ after).float(), persistent=False)
 
     def forward(self, arm_positions: torch.Tensor) -> torch.Tensor:
         q = arm_positions[..., :, None, None]  # (..., 7, 1, 1)
         joints = q.cos() * self.cos_part + q.sin() * self.sin_part + self.const_part  # (..., 7, 4, 4)
-        pose = joints[..., 0, :, :]
-        for i in range(1, ARM_JOINTS):
-            pose = pose @ joints[..., i, :, :]
-        target = pose @ self.tool  # (..., 4, 4) grasp target in the base (= world) frame
+        links = joints.split(1, dim=-3)  # each (..., 1, 4, 4): no per-joint squeeze in the graph
+        target = links[0]
+        for link in links[1:]:
+            target = target @ link
+        target = target[..., 0, :, :]  # (..., 4, 4) grasp target in the base (= world) frame
         rotation = target[..., :3, :3].reshape(*arm_positions.shape[:-1], 9)
         return torch.cat([rotation, target[..., :3, 3]], dim=-1)

@@ -218,15 +218,24 @@ class ExpertBank(nn.Module):
         return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
 
     def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Inference/export path: each token's k experts through gathered weights (static shapes)."""
+        """Inference/export path: each token's k experts through gathered weights (static shapes).
+
+        Laid out for batch-1 CPU inference (in exported graphs the layout is folded into constants): each
+        bias rides as its matrix's last column against a constant 1 appended to the input, so an expert
+        is one gather per matrix, and the gathered matrix is the left operand of a matrix-vector product
+        (a batched GEMM packs its right operand: the token, not the weights).
+        """
         N, k = idx.shape
         d = x.shape[1]
         dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
-        rows = idx[:, :, None]  # (N, k, 1): gathers the biases as (N, k, 1, ·)
-        # x broadcast over the k experts by matmul (no expand: static shapes in ONNX)
-        h = torch.matmul(x.view(N, 1, 1, d), self.w1.to(dtype)[idx]) + self.b1.to(dtype)[rows]  # (N, k, 1, h)
-        y = torch.matmul(F.gelu(h), self.w2.to(dtype)[idx]) + self.b2.to(dtype)[rows]  # (N, k, 1, d)
-        return torch.matmul(weight.to(y.dtype)[:, None, :], y.view(N, k, d)).view(N, d)  # Σ_k weight · y
+        w1 = torch.cat([self.w1, self.b1[:, None, :]], dim=1).transpose(1, 2).to(dtype)  # (E, h, d + 1)
+        w2 = torch.cat([self.w2, self.b2[:, None, :]], dim=1).transpose(1, 2).to(dtype)  # (E, d, h + 1)
+        x1 = torch.cat([x, x.new_ones(N, 1)], dim=1).view(N, 1, d + 1, 1)  # broadcast over the k experts
+        h = torch.matmul(w1[idx], x1)  # (N, k, h, 1)
+        y = torch.matmul(w2[idx], torch.cat([F.gelu(h), h.new_ones(N, k, 1, 1)], dim=2)).view(N, k, d)
+        if k == 1:  # one expert: its weighted output (two operators fewer per layer than the sum)
+            return y.view(N, d) * weight.to(y.dtype)
+        return (y * weight.to(y.dtype)[:, :, None]).sum(1)  # Σ_k weight · y
 
 
 class MLP(nn.Module):
@@ -280,9 +289,10 @@ class HierarchicalMoE(nn.Module):
         # the other domains' experts are masked out: a softmax over all 3·E logits is the chosen domain's
         # (exactly: exp(MASK_VALUE) is 0) and top-k picks global expert ids without gathering logits
         expert_domain = torch.arange(n_dom * E, device=x.device) // E  # (3·E,)
-        off = torch.where(expert_domain == domain_idx[:, None], 0.0, MASK_VALUE)  # (N, 3·E)
-        scores = (all_logits + off).softmax(-1)  # (N, 3·E), 0 outside d*
-        global_idx = (scores + off + self.expert_bias.view(-1)).topk(k, dim=-1).indices  # (N, k)
+        off = torch.where(expert_domain == torch.arange(n_dom, device=x.device)[:, None], 0.0, MASK_VALUE)  # (3, 3·E)
+        scores = (all_logits + off[domain_idx]).softmax(-1)  # (N, 3·E), 0 outside d*
+        choice = scores + (off + self.expert_bias.view(-1))[domain_idx]  # the bias steers, masked likewise
+        global_idx = choice.topk(k, dim=-1).indices  # (N, k)
         weight = scores.gather(1, global_idx)  # (N, k)
         if k > 1:  # renormalised over the chosen k; at k = 1 that would be a constant 1 (Switch keeps p)
             weight = weight / weight.sum(-1, keepdim=True)
