@@ -1,8 +1,10 @@
 """Where the CPU time of the ``control`` step goes: ONNX Runtime per operator type, mHC vs dense, side by side.
 
-Exports both checkpoints' ``control`` profile, times them unprofiled in alternating rounds (median per round
-and the mHC / dense ratio of each round), then runs each once more with ONNX Runtime's profiler and sums
-the kernel time per operator type. It also prints the bytes of expert weights the mHC graph gathers per
+Exports both checkpoints' ``control`` profile and times them unprofiled in short interleaved blocks (each
+round runs every graph ``--iterations`` times in turn, after a few warm-up steps; many short rounds keep the
+machine's drift out of the ratio): the median step of each graph over all rounds, their ratio, and the
+spread of the per-round ratios. Then it runs each once more with ONNX Runtime's profiler and sums the
+kernel time per operator type. It also prints the bytes of expert weights the mHC graph gathers per
 step (each token copies its k experts' weights: the static-shape export's price for sparse experts), and
 times the mHC graph once more with the routed experts cut out (routing kept, the experts' output replaced
 by the input): what the rest of the network costs.
@@ -71,15 +73,35 @@ def feeds(model: MHC) -> dict[str, np.ndarray]:
     return {n: t.numpy() for n, t in zip(names, example_inputs(model, "control", seed=1), strict=True)}
 
 
-def median_ms(sess: Any, feed: dict[str, np.ndarray], iterations: int) -> float:
-    for _ in range(20):
+def step_ms(sess: Any, feed: dict[str, np.ndarray], iterations: int, warmup: int = 10) -> list[float]:
+    """``iterations`` timed steps (ms) after ``warmup`` untimed ones (the thread pool wakes up)."""
+    for _ in range(warmup):
         sess.run(None, feed)
     samples = []
     for _ in range(iterations):
         start = time.perf_counter()
         sess.run(None, feed)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def interleaved(sessions: dict[str, tuple[Any, dict[str, np.ndarray]]], rounds: int, iterations: int) -> dict:
+    """Medians of every graph over ``rounds`` interleaved blocks, and the mHC / dense ratios."""
+    samples: dict[str, list[float]] = {key: [] for key in sessions}
+    per_round = []
+    for _ in range(rounds):
+        block = {key: step_ms(sess, feed, iterations) for key, (sess, feed) in sessions.items()}
+        for key, values in block.items():
+            samples[key].extend(values)
+        per_round.append(statistics.median(block["mhc"]) / statistics.median(block["dense"]))
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    p10 = {key: sorted(values)[len(values) // 10] for key, values in samples.items()}
+    ratios = sorted(per_round)
+    return {"median_ms": median, "p10_ms": p10,
+            "ratio": median["mhc"] / median["dense"],
+            "ratio_without_experts": median["mhc_without_experts"] / median["dense"],
+            "ratio_p10": p10["mhc"] / p10["dense"],
+            "round_ratio_min_median_max": [ratios[0], statistics.median(ratios), ratios[-1]]}
 
 
 def op_profile(model: MHC, folder: Path, threads: int, iterations: int) -> dict[str, Any]:
@@ -107,9 +129,9 @@ def gathered_expert_bytes(model: MHC) -> int:
     c = model.cfg
     if c.dense:
         return 0
-    tokens = c.n_patches + c.n_physical_tokens
+    tokens = (c.n_layers - 1) * (c.n_patches + c.n_physical_tokens) + c.n_query_tokens  # last block: queries
     per_expert = 2 * c.d_model * c.expert_hidden + c.expert_hidden + c.d_model
-    return c.n_layers * tokens * c.top_k * per_expert * 4
+    return tokens * c.top_k * per_expert * 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="mHC checkpoint (default: random preset s)")
     parser.add_argument("--baseline", default=None, help="dense checkpoint (default: random preset dense_s)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
-    parser.add_argument("--iterations", type=int, default=500, help="timed steps per round (default: 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: 3)")
+    parser.add_argument("--iterations", type=int, default=100, help="timed steps per graph and round (default: 100)")
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default: 20)")
     parser.add_argument("--top", type=int, default=8, help="operator types printed per model (default: 8)")
     parser.add_argument("--out", default=None, help="JSON output (default: bench/results/ort_ops_cpu<threads>.json)")
     args = parser.parse_args(argv)
@@ -135,15 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         with routed_experts_cut_out():
             sessions["mhc_without_experts"] = (session(models["mhc"], folder, args.threads, name="no_experts"),
                                                feeds(models["mhc"]))
-        rounds = []
-        for i in range(args.rounds):
-            row = {k: median_ms(s, f, args.iterations) for k, (s, f) in sessions.items()}
-            row["ratio"] = row["mhc"] / row["dense"]
-            row["ratio_without_experts"] = row["mhc_without_experts"] / row["dense"]
-            rounds.append(row)
-            print(f"round {i + 1}: mHC {row['mhc']:.3f} ms, dense {row['dense']:.3f} ms, ratio {row['ratio']:.2f}; "
-                  f"mHC without its routed experts {row['mhc_without_experts']:.3f} ms, "
-                  f"ratio {row['ratio_without_experts']:.2f}")
+        timing = interleaved(sessions, args.rounds, args.iterations)
+        med, p10 = timing["median_ms"], timing["p10_ms"]
+        low, mid, high = timing["round_ratio_min_median_max"]
+        print(f"median step over {args.rounds} interleaved rounds of {args.iterations}: mHC {med['mhc']:.3f} ms, "
+              f"dense {med['dense']:.3f} ms, ratio {timing['ratio']:.3f} (per round {low:.2f} / {mid:.2f} / "
+              f"{high:.2f} min / median / max); 10th percentile {p10['mhc']:.3f} vs {p10['dense']:.3f} ms, "
+              f"ratio {timing['ratio_p10']:.3f}; mHC without its routed experts {med['mhc_without_experts']:.3f} "
+              f"ms, ratio {timing['ratio_without_experts']:.3f}")
         profiles = {k: op_profile(m, folder, args.threads, args.iterations) for k, m in models.items()}
     for key, prof in profiles.items():
         print(f"{key} ({models[key].cfg.name}): {prof['nodes']} nodes, profiled kernel time "
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
            "baseline": args.baseline,
            "sha256": {key: file_sha256(path) for key, path in (("checkpoint", args.checkpoint),
                                                                ("baseline", args.baseline)) if path},
-           "rounds": rounds, "profiles": profiles,
+           "rounds": args.rounds, "timing": timing, "profiles": profiles,
            "mhc_gathered_expert_bytes_per_step": gathered}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
