@@ -82,22 +82,26 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
     return policy, json.loads(meta.get("extra", "{}"))
 
 
+# config flags that add an input through a projection that starts at zero (tokenizers.zero_linear)
+ZERO_START_INPUTS = ("ee_pose_features", "instruction_age")
+
+
 def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
     """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
-    visual position embeddings are resized bilinearly to the new patch grid; ``ee_pose_features``
-    may be turned on: its projection starts at zero, so the fine-tune starts from the checkpoint's
-    function; and ``dropout`` may change (training only, no weights). Raises if a training
+    visual position embeddings are resized bilinearly to the new patch grid; the inputs of
+    ``ZERO_START_INPUTS`` may be turned on: their projections start at zero, so the fine-tune starts
+    from the checkpoint's function; and ``dropout`` may change (training only, no weights). Raises if a training
     ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
     differ = sorted(k for k, v in config.to_dict().items()
                     if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets")
-                    and v != old.to_dict()[k] and not (k == "ee_pose_features" and v))
+                    and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v))
     if differ:
-        raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} "
-                         "(only image_size and dropout may change, and ee_pose_features be turned on)")
+        raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} (only "
+                         f"image_size and dropout may change, and {' / '.join(ZERO_START_INPUTS)} be turned on)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")

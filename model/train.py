@@ -71,7 +71,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--init", default=None, metavar="CHECKPOINT",
                         help="fine-tune: start from this checkpoint's weights, vocabularies and normalisers; "
                              "--config may differ only in image_size (position embeddings are resized) and "
-                             "dropout, and turn ee_pose_features on (its projection starts at zero)")
+                             "dropout, and turn ee_pose_features or instruction_age on (their projections "
+                             "start at zero)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting in validation records")

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 from mhc_model import export
-from mhc_model.checkpoint import load_policy, save_checkpoint
+from mhc_model.checkpoint import init_from, load_policy, save_checkpoint
 from mhc_model.config import MHCConfig, preset
 from mhc_model.data import ShardDataset, augment_images, build_vocabularies, list_shards, load_episode
 from mhc_model.frames import FrameStack, frame_ticks
@@ -164,6 +164,17 @@ def test_the_model_needs_the_age_and_it_changes_the_output():
     with pytest.raises(ValueError, match="instruction_age -1"):
         policy.make_batch(INSTRUCTION, np.zeros((40, 40, 3), np.uint8), np.zeros((2, 18), np.float32),
                           instruction_age=-1)
+
+
+def test_a_checkpoint_without_the_age_fine_tunes_into_one_with_it(tmp_path):
+    """``init_from`` may turn ``instruction_age`` on: its projection starts at zero, same function."""
+    old = random_policy(preset("tiny").replace(**FRAMES), seed=2)
+    new = init_from(save_checkpoint(tmp_path / "old", old), preset("tiny").replace(**AGE), [])
+    new.model.eval()
+    batch = old.make_batch(INSTRUCTION, np.zeros((40, 40, 3), np.uint8), np.zeros((2, 18), np.float32))
+    before = old.predict(batch)
+    after = new.predict(dict(batch, instruction_age=torch.full((1, 1), 7.0)))
+    assert new.config.instruction_age and all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
