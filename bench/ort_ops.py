@@ -46,12 +46,12 @@ def load_model(spec: str | None, fallback_preset: str) -> MHC:
 @contextlib.contextmanager
 def routed_experts_cut_out() -> Any:
     """While active, exports skip the routed experts' computation (the router still runs and is used)."""
-    gathered = ExpertBank.gathered
-    ExpertBank.gathered = lambda self, x, idx, weight: x * weight.sum(-1, keepdim=True)
+    packed = ExpertBank.packed  # the export path
+    ExpertBank.packed = lambda self, x, idx, weight: x * weight.sum(-1, keepdim=True)
     try:
         yield
     finally:
-        ExpertBank.gathered = gathered
+        ExpertBank.packed = packed
 
 
 def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None = None, name: str = "") -> Any:

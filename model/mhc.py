@@ -187,6 +187,8 @@ class ExpertBank(nn.Module):
         """``x (N, d)``, ``idx (N, k)`` global expert ids, ``weight (N, k)`` → ``Σ_k weight · E_idx(x)`` ``(N, d)``."""
         if self.training:
             return self.grouped(x, idx, weight)
+        if torch.onnx.is_in_onnx_export():
+            return self.packed(x, idx, weight)
         return self.gathered(x, idx, weight)
 
     def grouped(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -196,7 +198,7 @@ class ExpertBank(nn.Module):
         count ``C``, then two batched matmuls: a handful of kernels per layer whatever E is (a loop
         over experts was launch-bound on the GPU), and no per-token weight copies (bandwidth-bound,
         with a backward that scatters one gradient copy per token). ``C`` is data-dependent (one
-        host sync), which is why export and inference use :meth:`gathered`.
+        host sync), which is why inference uses :meth:`gathered` and export :meth:`packed`.
         """
         N, k = idx.shape
         n_experts, d, _ = self.w1.shape
@@ -218,24 +220,39 @@ class ExpertBank(nn.Module):
         return torch.zeros_like(x).index_add(0, token, y.to(x.dtype))
 
     def gathered(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Inference/export path: each token's k experts through gathered weights (static shapes).
+        """PyTorch inference path (CPU, CUDA graphs): each token's k experts through gathered weights."""
+        N, k = idx.shape
+        _, d, hidden = self.w1.shape
+        dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
+        flat = idx.reshape(N * k)  # (N·k,)
+        w1 = self.w1.to(dtype).index_select(0, flat).view(N, k, d, hidden)  # (N, k, d, h)
+        w2 = self.w2.to(dtype).index_select(0, flat).view(N, k, hidden, d)  # (N, k, h, d)
+        b1 = self.b1.to(dtype).index_select(0, flat).view(N, k, 1, hidden)
+        b2 = self.b2.to(dtype).index_select(0, flat).view(N, k, 1, d)
+        h = torch.matmul(x[:, None, None, :], w1) + b1  # (N, k, 1, h): x broadcast over the k experts
+        y = torch.matmul(F.gelu(h), w2) + b2  # (N, k, 1, d)
+        y = y.view(N, k, d) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
+        return y.sum(dim=1)
 
-        Laid out for batch-1 CPU inference (in exported graphs the layout is folded into constants): each
-        bias rides as its matrix's last column against a constant 1 appended to the input, so an expert
-        is one gather per matrix, and the gathered matrix is the left operand of a matrix-vector product
-        (a batched GEMM packs its right operand: the token, not the weights).
+    def packed(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Export path, same maths as :meth:`gathered`, laid out for ONNX Runtime at batch 1 on a CPU.
+
+        Each bias rides as its matrix's last column against a constant 1 appended to the input, so an
+        expert is one gather per matrix, and the gathered matrix is the left operand of a matrix-vector
+        product (a batched GEMM packs its right operand: the token, not the weights). The stacking is
+        folded into constants at export; run eagerly it would restack the bank every call, and PyTorch's
+        CPU kernels multiply this layout about 5× slower than :meth:`gathered`'s.
         """
         N, k = idx.shape
         d = x.shape[1]
-        dtype = x.dtype  # under autocast cast the bank once, then gather (halves the gathered bytes)
-        w1 = torch.cat([self.w1, self.b1[:, None, :]], dim=1).transpose(1, 2).to(dtype)  # (E, h, d + 1)
-        w2 = torch.cat([self.w2, self.b2[:, None, :]], dim=1).transpose(1, 2).to(dtype)  # (E, d, h + 1)
+        w1 = torch.cat([self.w1, self.b1[:, None, :]], dim=1).transpose(1, 2)  # (E, h, d + 1)
+        w2 = torch.cat([self.w2, self.b2[:, None, :]], dim=1).transpose(1, 2)  # (E, d, h + 1)
         x1 = torch.cat([x, x.new_ones(N, 1)], dim=1).view(N, 1, d + 1, 1)  # broadcast over the k experts
         h = torch.matmul(w1[idx], x1)  # (N, k, h, 1)
         y = torch.matmul(w2[idx], torch.cat([F.gelu(h), h.new_ones(N, k, 1, 1)], dim=2)).view(N, k, d)
         if k == 1:  # one expert: its weighted output (two operators fewer per layer than the sum)
-            return y.view(N, d) * weight.to(y.dtype)
-        return (y * weight.to(y.dtype)[:, :, None]).sum(1)  # Σ_k weight · y
+            return y.view(N, d) * weight
+        return (y * weight[:, :, None]).sum(1)  # Σ_k weight · y
 
 
 class MLP(nn.Module):

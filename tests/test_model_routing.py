@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from mhc_model.config import preset
 from mhc_model.losses import routing_losses
@@ -59,22 +60,28 @@ def test_balance_terms_prevent_collapse():
     assert balanced["routing_accuracy_mean"] > 0.99
 
 
-def test_grouped_training_path_matches_gathered_path():
-    """Training runs each expert once on its (padded) tokens; same maths (outputs, gradients) as inference."""
+@pytest.mark.parametrize("k", [1, 2])
+def test_grouped_training_path_matches_gathered_path(k):
+    """Training runs each expert once on its (padded) tokens, export uses the packed layout; same maths
+    (outputs, gradients) as inference."""
     from mhc_model.mhc import ExpertBank
 
     torch.manual_seed(0)
     bank = ExpertBank(12, 32, 16)
+    with torch.no_grad():  # non-zero biases: the packed layout carries them in its matrices
+        bank.b1.normal_()
+        bank.b2.normal_()
     x = torch.randn(300, 32, requires_grad=True)
-    idx, weight = torch.randint(0, 12, (300, 2)), torch.rand(300, 2)
+    idx, weight = torch.randint(0, 12, (300, k)), torch.rand(300, k)
     outputs, grads = [], []
-    for path in (bank.gathered, bank.grouped):
+    for path in (bank.gathered, bank.grouped, bank.packed):
         y = path(x, idx, weight)
         outputs.append(y)
         grads.append(torch.autograd.grad(y.square().sum(), [x, bank.w1, bank.b1, bank.w2, bank.b2]))
-    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for output, grad in zip(outputs[1:], grads[1:], strict=True):
+        torch.testing.assert_close(output, outputs[0], rtol=1e-5, atol=1e-5)
+        for a, b in zip(grad, grads[0], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_single_expert_weight_is_its_score_so_the_gate_learns_from_the_task():
