@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from mhc_model.checkpoint import init_from, load_optimizer, load_policy, save_checkpoint, save_optimizer
+from mhc_model.checkpoint import (
+    ZERO_START_INPUTS,
+    init_from,
+    load_optimizer,
+    load_policy,
+    save_checkpoint,
+    save_optimizer,
+)
 from mhc_model.config import MHCConfig, load_config
 from mhc_model.data import (
     ShardDataset,
@@ -71,7 +78,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--init", default=None, metavar="CHECKPOINT",
                         help="fine-tune: start from this checkpoint's weights, vocabularies and normalisers; "
                              "--config may differ only in image_size (position embeddings are resized) and "
-                             "dropout, and turn ee_pose_features or instruction_age on (their projections "
+                             f"dropout, and turn {' or '.join(ZERO_START_INPUTS)} on (their projections "
                              "start at zero)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
