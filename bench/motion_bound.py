@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mhc_model.ball_motion import BallTicks, ball_episodes, scored_ticks, split
+from mhc_model.config import BALL_SLOT
 
 HORIZON = 8  # the presets' motion_horizon
-BALL_SLOT = 4  # mhc_sim.OBJECT_SLOTS.index("ball")
 IMAGE_SIZE = 64  # preset s's input
-VAL_FRACTION, SPLIT_SEED = 0.15, 0
 # variant → (earlier frames beside t: a lag in ticks or the episode's first frame, whether it gets the ticks
 # since the first frame). The mHC's preset s sees ``instruction_noage``; ``instruction_stride8`` is what
 # image_history 2, image_stride 8 and instruction_frame would give it, with no new input.
@@ -45,53 +45,6 @@ VARIANTS: dict[str, tuple[tuple[int | str, ...], bool]] = {
     "instruction": (("first",), True),
     "instruction_stride8": (("first", 8), False),
 }
-
-
-def ball_episodes(dirs: list[str]):
-    """The episodes whose scene has the ball, from shard folders, sorted by name."""
-    from mhc_model.data import list_shards, load_episode
-
-    def intercept(path: Path) -> bool:  # the ball's only task; its shard says whether the ball is present
-        return json.loads(path.with_suffix(".json").read_text())["task"] == "intercept"
-
-    episodes = [load_episode(p) for d in dirs for p in list_shards(d) if intercept(p)]
-    return sorted((e for e in episodes if e.arrays["object_present"][BALL_SLOT]), key=lambda e: e.name)
-
-
-def split(episodes) -> tuple[list, list]:
-    from mhc_model.data import split_episodes
-
-    train, val = split_episodes([e.name for e in episodes], VAL_FRACTION, SPLIT_SEED)
-    by_name = {e.name: e for e in episodes}
-    return [by_name[n] for n in train], [by_name[n] for n in val]
-
-
-def scored_ticks(steps: int) -> np.ndarray:
-    """Ticks t ≥ 1 whose whole horizon t+1..t+H is in the episode."""
-    return np.arange(1, steps - HORIZON)
-
-
-# ---------------------------------------------------------------------------------------------- train
-
-
-def _tensors(episodes, device):
-    """Frames (F, 3, S, S) uint8, ball positions (F, 3), and per scored tick: its frame id, the first
-    frame's id, the future frame ids (H,)."""
-    import torch
-    from mhc_model.data import resized_frames
-
-    frames, positions, now, first, future = [], [], [], [], []
-    offset = 0
-    for e in episodes:
-        frames.append(resized_frames(e.arrays["images"], IMAGE_SIZE))
-        positions.append(torch.from_numpy(e.arrays["object_positions"][:, BALL_SLOT].astype(np.float32)))
-        ticks = scored_ticks(len(frames[-1]))
-        now.append(offset + ticks)
-        first.append(np.full(len(ticks), offset))
-        future.append(offset + ticks[:, None] + np.arange(1, HORIZON + 1))
-        offset += len(frames[-1])
-    cat = [torch.cat(frames), torch.cat(positions)]
-    return [x.to(device) for x in cat] + [torch.from_numpy(np.concatenate(x)).to(device) for x in (now, first, future)]
 
 
 def _model(n_frames: int, keypoints: int = 16):
@@ -163,9 +116,9 @@ def train(args: argparse.Namespace) -> int:
     episodes = ball_episodes(args.data)
     train_eps, val_eps = split(episodes)
     print(f"{len(train_eps)} training / {len(val_eps)} held-out ball episodes", flush=True)
-    tr = _tensors(train_eps, device)
-    va = _tensors(val_eps, device)
-    mean, std = tr[1].mean(0), tr[1].std(0)
+    tr = BallTicks(train_eps, IMAGE_SIZE, HORIZON).to(device)
+    va = BallTicks(val_eps, IMAGE_SIZE, HORIZON).to(device)
+    mean, std = tr.positions.mean(0), tr.positions.std(0)
     out: dict[str, np.ndarray] = {"val_episodes": np.array([e.name for e in val_eps])}
     for variant in args.variants:
         for crop in args.crop:
@@ -177,9 +130,9 @@ def train(args: argparse.Namespace) -> int:
             generator = torch.Generator().manual_seed(1)
             started = time.perf_counter()
             for step in range(args.steps):
-                pick = torch.randint(len(tr[2]), (args.batch_size,), generator=generator).to(device)
-                images, age = _inputs(tr[0], tr[2][pick], tr[3][pick], variant, crop, generator)
-                target = (tr[1][tr[4][pick]] - mean) / std
+                pick = torch.randint(len(tr), (args.batch_size,), generator=generator).to(device)
+                images, age = _inputs(tr.frames, tr.now[pick], tr.first[pick], variant, crop, generator)
+                target = (tr.positions[tr.future[pick]] - mean) / std
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     loss = torch.nn.functional.smooth_l1_loss(model(images, age).float(), target, beta=0.05)
                 optimizer.zero_grad(set_to_none=True)
@@ -192,11 +145,11 @@ def train(args: argparse.Namespace) -> int:
             model.eval()
             predictions = []
             with torch.no_grad():
-                for chunk in torch.arange(len(va[2]), device=device).split(1024):
-                    images, age = _inputs(va[0], va[2][chunk], va[3][chunk], variant, crop, None)
+                for chunk in torch.arange(len(va), device=device).split(1024):
+                    images, age = _inputs(va.frames, va.now[chunk], va.first[chunk], variant, crop, None)
                     predictions.append(model(images, age).float() * std + mean)
             predicted = torch.cat(predictions)
-            ade = (predicted - va[1][va[4]]).norm(dim=-1).mean().item()
+            ade = (predicted - va.positions[va.future]).norm(dim=-1).mean().item()
             print(f"{name}: {args.steps} steps in {time.perf_counter() - started:.0f} s, held-out ADE "
                   f"{ade * 100:.2f} cm (every scored tick)", flush=True)
             out[name] = predicted.cpu().numpy()
@@ -227,7 +180,7 @@ def score(args: argparse.Namespace) -> int:
         seen = [ball_from_image(image) for image in e.arrays["images"]]
         group = "late_start" if e.meta.get("late_start") else "intercept"
         errors = rows.setdefault(group, {k: [] for k in [*variants, "const_velocity_lag1", "const_velocity_first"]})
-        for i, t in enumerate(scored_ticks(steps)):
+        for i, t in enumerate(scored_ticks(steps, HORIZON)):
             if seen[t] is None or seen[t - 1] is None or seen[0] is None:
                 continue
             truth = truth_all[t + 1 : t + 1 + HORIZON]
@@ -235,7 +188,7 @@ def score(args: argparse.Namespace) -> int:
                 errors[key].append(displacement_error(constant_velocity(seen[t], earlier, lag, HORIZON), truth))
             for v in variants:
                 errors[v].append(displacement_error(saved[v][offset + i], truth))
-        offset += len(scored_ticks(steps))
+        offset += len(scored_ticks(steps, HORIZON))
     report: dict = {"predictions": [Path(p).name for p in args.predictions], "held_out_episodes": len(val_eps)}
     def summary(errors: dict[str, list[float]]) -> dict[str, float]:
         """Mean ADE (m) of each, and each variant's ratio to constant velocity from t−1 / from the first frame."""

@@ -84,6 +84,8 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> t
 
 # config flags that add an input through a projection that starts at zero (tokenizers.zero_linear)
 ZERO_START_INPUTS = ("ee_pose_features", "instruction_age")
+# config fields that add an output head with fresh weights (trained after the trunk: mhc_model.ball_motion)
+ADDED_HEADS = ("ball_keypoints",)
 
 
 def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
@@ -91,23 +93,27 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
     visual position embeddings are resized bilinearly to the new patch grid; the inputs of
     ``ZERO_START_INPUTS`` may be turned on: their projections start at zero, so the fine-tune starts
-    from the checkpoint's function; and ``dropout`` may change (training only, no weights). Raises if a training
+    from the checkpoint's function; the heads of ``ADDED_HEADS`` may be added (fresh weights, the
+    rest of the outputs unchanged); and ``dropout`` may change (training only, no weights). Raises if a training
     ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
     differ = sorted(k for k, v in config.to_dict().items()
-                    if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets")
+                    if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets",
+                                 *ADDED_HEADS)
                     and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} (only "
-                         f"image_size and dropout may change, and {' / '.join(ZERO_START_INPUTS)} be turned on)")
+                         f"image_size and dropout may change, {' / '.join(ZERO_START_INPUTS)} be turned on, and "
+                         f"{' / '.join(ADDED_HEADS)} be set)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
     config = config.replace(vocab_size=old.vocab_size, num_skills=old.num_skills, num_targets=old.num_targets)
     policy = MHCPolicy(config, source.vocabulary, source.skills, source.targets)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in source.model.state_dict().items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in source.model.state_dict().items()
+             if config.ball_keypoints == old.ball_keypoints or not k.startswith("ball_motion.")}
     pos = state["vis_tokens.pos"]  # (n_old, d) → (n_new, d) over the square patch grid
     side_old, side_new = math.isqrt(pos.shape[0]), config.image_size // config.patch_size
     grid = pos.T.reshape(1, -1, side_old, side_old)

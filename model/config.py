@@ -21,6 +21,7 @@ ACTION_DIM = 8  # 7 arm joint targets (rad) + gripper width (m)
 JOINT_STATE_DIM = 18  # positions + velocities of the 9 joints
 NUM_OBJECT_SLOTS = 6
 MOTION_SLOTS = NUM_OBJECT_SLOTS + 1  # object slots + end effector
+BALL_SLOT = 4  # the ball's motion slot: mhc_sim.OBJECT_SLOTS.index("ball") (tests check it)
 
 
 @dataclass
@@ -81,6 +82,9 @@ class MHCConfig:
     n_action_steps: int = 8  # actions of a chunk executed by select_action before re-predicting
     motion_horizon: int = 8  # H future steps of object/end-effector positions
     plan_slots: int = 8  # P sub-goal slots
+    # > 0: the ball's motion from that many colour keypoints per frame (mhc_model.ball_motion) instead of
+    # its motion-slot token; needs the instruction frame and age, and image_history 1
+    ball_keypoints: int = 0
     num_skills: int = 16  # skill classes including <none>
     num_targets: int = 16  # target classes including <none>
 
@@ -106,7 +110,7 @@ class MHCConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"MHCConfig.{name}={value!r} must be a positive integer")
-        for name in ["shared_heads", "shared_expert_hidden", "dense_ffn_hidden", "heads_per_domain"]:
+        for name in ["shared_heads", "shared_expert_hidden", "dense_ffn_hidden", "heads_per_domain", "ball_keypoints"]:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"MHCConfig.{name}={value!r} must be a non-negative integer")
@@ -117,6 +121,12 @@ class MHCConfig:
         for name in ("ee_pose_features", "instruction_frame", "instruction_age", "crop_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MHCConfig.{name}={getattr(self, name)!r} must be true or false")
+        if self.ball_keypoints and not (self.instruction_frame and self.instruction_age and self.image_history == 1):
+            raise ValueError(
+                f"MHCConfig.ball_keypoints={self.ball_keypoints} reads the instruction frame, the current frame and "
+                f"the instruction age: needs instruction_frame and instruction_age true and image_history 1 "
+                f"(has {self.instruction_frame}, {self.instruction_age}, {self.image_history})"
+            )
         if self.balance not in BALANCE_MODES:
             raise ValueError(f"MHCConfig.balance={self.balance!r} unknown ({', '.join(BALANCE_MODES)})")
         for name in [

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from mhc_model.ball_motion import BallMotionHead
 from mhc_model.config import DOMAINS, PROFILES, MHCConfig
 from mhc_model.heads import OutputHeads
 from mhc_model.tokenizers import LinguisticTokenizer, PhysicalTokenizer, VisualTokenizer
@@ -399,6 +400,7 @@ class MHC(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.heads = OutputHeads(cfg)
+        self.ball_motion = BallMotionHead(cfg) if cfg.ball_keypoints else None
         self.apply(self._init_linear)
 
     @staticmethod
@@ -510,7 +512,8 @@ class MHC(nn.Module):
         if profile == "instruct":
             out = {"cache_k": torch.stack(keys), "cache_v": torch.stack(values)}  # (n_layers, B, h_s, L, hs)
         else:
-            out = self.heads(self.ln_f(x[:, x.shape[1] - self.cfg.n_query_tokens :]))  # (B, Q, d) queries
+            ball = None if self.ball_motion is None else self.ball_motion(image, instruction_age)
+            out = self.heads(self.ln_f(x[:, x.shape[1] - self.cfg.n_query_tokens :]), ball)  # (B, Q, d) queries
         return (out, routings) if return_routing else out
 
     def encode_instruction(

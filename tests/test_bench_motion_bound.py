@@ -53,8 +53,8 @@ def test_network_predicts_the_horizon_for_any_number_of_frames():
 
 
 def test_scored_ticks_and_schedule():
-    assert motion_bound.scored_ticks(12).tolist() == [1, 2, 3]  # t + 8 must be in the episode
-    assert motion_bound.scored_ticks(9).tolist() == []
+    assert motion_bound.scored_ticks(12, motion_bound.HORIZON).tolist() == [1, 2, 3]  # t + 8 must be in the episode
+    assert motion_bound.scored_ticks(9, motion_bound.HORIZON).tolist() == []
     steps = 100
     factors = [motion_bound.lr_factor(s, steps) for s in range(steps)]
     assert factors[0] == pytest.approx(0.2) and max(factors) == pytest.approx(factors[4])  # 5 warm-up steps
