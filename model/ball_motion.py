@@ -5,7 +5,7 @@ patches; in closed loop it predicted the ball at 4.6 cm average displacement err
 constant velocity from the same camera frames (``bench/results/finetune_age/``).
 
 :class:`BallMotionHead` reads the instruction's first frame and the current frame of the model's image
-input. Per-pixel colour features (1×1 convolutions: 1.4 M multiply-adds for both frames at 64×64) give
+input. Per-pixel colour features (1×1 convolutions: 0.46 M multiply-adds for both frames at 64×64) give
 ``K`` heat maps per frame; a softmax over the pixels turns each into a keypoint at sub-pixel precision
 (soft-argmax), and its peak is a visibility. The keypoints' displacement over the ticks between the two
 frames (``instruction_age``) is a velocity; an MLP maps keypoints, velocities, visibilities and the age
@@ -36,7 +36,7 @@ from mhc_model.tokenizers import AGE_FEATURES, age_features
 from torch import nn
 
 HIDDEN = 256
-COLOUR_FEATURES = 16
+COLOUR_FEATURES = 8
 VELOCITY_SCALE = 16.0  # keypoint displacement per tick (image half-widths) → order one
 
 
@@ -48,7 +48,8 @@ class BallMotionHead(nn.Module):
         super().__init__()
         k = self.k = cfg.ball_keypoints
         self.horizon = cfg.motion_horizon
-        self.heat = nn.Sequential(nn.Conv2d(3, COLOUR_FEATURES, 1), nn.GELU(), nn.Conv2d(COLOUR_FEATURES, k, 1))
+        self.heat = nn.Sequential(nn.Conv2d(3, COLOUR_FEATURES, 1), nn.LeakyReLU(0.1),
+                                  nn.Conv2d(COLOUR_FEATURES, k, 1))
         side = cfg.image_size
         centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1  # pixel centres in [−1, 1]
         grid = torch.stack([centres[None, :].expand(side, side), centres[:, None].expand(side, side)])
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, type=Path, help="trained mHC checkpoint to add the head to")
     parser.add_argument("--data", required=True, nargs="+", help="`mhc collect` folders with intercept episodes")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
-    parser.add_argument("--keypoints", type=int, default=8, help="soft-argmax keypoints per frame")
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--keypoints", type=int, default=4, help="soft-argmax keypoints per frame")
+    parser.add_argument("--steps", type=int, default=8000)
+    parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crop", action="store_true", help="random shift/zoom of the frames (colour jitter always)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")

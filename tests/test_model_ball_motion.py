@@ -36,7 +36,7 @@ def test_config_names_what_the_head_needs():
 def test_keypoint_finds_a_blob_at_sub_pixel_precision():
     """A heat map that is high on one colour puts the keypoint at that colour's centroid, x along columns."""
     head = ball_motion.BallMotionHead(_cfg(1))
-    with torch.no_grad():  # heat = 4 · GELU(10 · (red − blue) + 3)
+    with torch.no_grad():  # heat = 4 · LeakyReLU(10 · (red − blue) + 3)
         first, second = head.heat[0], head.heat[2]
         first.weight.zero_(), first.bias.fill_(3.0), second.weight.zero_(), second.bias.zero_()
         first.weight[0, 0, 0, 0], first.weight[0, 2, 0, 0] = 10.0, -10.0
