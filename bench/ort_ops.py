@@ -7,7 +7,8 @@ spread of the per-round ratios. Then it runs each once more with ONNX Runtime's 
 kernel time per operator type. It also prints the bytes of expert weights the mHC graph gathers per
 step (each token copies its k experts' weights: the static-shape export's price for sparse experts), and
 times the mHC graph once more with the routed experts cut out (routing kept, the experts' output replaced
-by the input): what the rest of the network costs.
+by the input): what the rest of the network costs; and, when the checkpoint has a ball head
+(``cfg.ball_keypoints``), once more without it: what the head costs (the dense baseline has none).
 Writes JSON to ``--out`` (default ``bench/results/ort_ops_cpu<threads>.json``).
 
 Usage: ``python bench/ort_ops.py --checkpoint model/checkpoints/mhc_s.safetensors --baseline DENSE.safetensors``
@@ -54,6 +55,16 @@ def routed_experts_cut_out() -> Any:
         ExpertBank.packed = packed
 
 
+@contextlib.contextmanager
+def ball_head_cut_out(model: MHC) -> Any:
+    """While active, ``model`` exports without its ball head (the ball slot from its query token)."""
+    head, model.ball_motion = model.ball_motion, None
+    try:
+        yield
+    finally:
+        model.ball_motion = head
+
+
 def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None = None, name: str = "") -> Any:
     import onnxruntime as ort
 
@@ -97,9 +108,9 @@ def interleaved(sessions: dict[str, tuple[Any, dict[str, np.ndarray]]], rounds: 
     median = {key: statistics.median(values) for key, values in samples.items()}
     p10 = {key: sorted(values)[len(values) // 10] for key, values in samples.items()}
     ratios = sorted(per_round)
+    cut = {f"ratio_{key[4:]}": median[key] / median["dense"] for key in median if key.startswith("mhc_without")}
     return {"median_ms": median, "p10_ms": p10,
-            "ratio": median["mhc"] / median["dense"],
-            "ratio_without_experts": median["mhc_without_experts"] / median["dense"],
+            "ratio": median["mhc"] / median["dense"], **cut,
             "ratio_p10": p10["mhc"] / p10["dense"],
             "round_ratio_min_median_max": [ratios[0], statistics.median(ratios), ratios[-1]]}
 
@@ -157,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         with routed_experts_cut_out():
             sessions["mhc_without_experts"] = (session(models["mhc"], folder, args.threads, name="no_experts"),
                                                feeds(models["mhc"]))
+        if models["mhc"].ball_motion is not None:
+            with ball_head_cut_out(models["mhc"]):
+                sessions["mhc_without_ball_head"] = (session(models["mhc"], folder, args.threads, name="no_ball"),
+                                                     feeds(models["mhc"]))
         timing = interleaved(sessions, args.rounds, args.iterations)
         med, p10 = timing["median_ms"], timing["p10_ms"]
         low, mid, high = timing["round_ratio_min_median_max"]
@@ -165,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{high:.2f} min / median / max); 10th percentile {p10['mhc']:.3f} vs {p10['dense']:.3f} ms, "
               f"ratio {timing['ratio_p10']:.3f}; mHC without its routed experts {med['mhc_without_experts']:.3f} "
               f"ms, ratio {timing['ratio_without_experts']:.3f}")
+        if "mhc_without_ball_head" in med:
+            head_ms = med["mhc"] - med["mhc_without_ball_head"]
+            print(f"mHC without its ball head {med['mhc_without_ball_head']:.3f} ms, ratio "
+                  f"{timing['ratio_without_ball_head']:.3f} (the head: {head_ms:.3f} ms)")
         profiles = {k: op_profile(m, folder, args.threads, args.iterations) for k, m in models.items()}
     for key, prof in profiles.items():
         print(f"{key} ({models[key].cfg.name}): {prof['nodes']} nodes, profiled kernel time "
