@@ -105,12 +105,14 @@ def test_shipped_checkpoint_closes_the_loop(tmp_path, capsys):
 
 
 def test_shipped_checkpoint_predicts_the_ball(capsys):
+    """Its ball head beats constant velocity from the same camera frames by the issue's margin (0.31× on
+    this episode; the model before the head: 2.7× over 50 episodes)."""
     code = main(["eval", "--checkpoint", str(SHIPPED), "--task", "intercept", "--episodes", "1", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["success_rate"] == 1.0, result
-    assert result["motion_ade_ticks"] > 10
-    assert result["motion_ade_ball_m"] < 0.1  # metres over the 8-tick horizon; an untrained model is far off
+    assert result["motion_ade_seen_ticks"] > 10
+    assert result["motion_ade_ratio_seen"] < 0.5, result
 
 
 def test_bad_override_is_named(capsys):
