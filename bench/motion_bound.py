@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mhc_model.ball_motion import BallTicks, ball_episodes, scored_ticks, split
+from mhc_model.ball_motion import BallTicks, ball_episodes, lr_factor, scored_ticks, split
 from mhc_model.config import BALL_SLOT
 
 HORIZON = 8  # the presets' motion_horizon
@@ -101,11 +101,6 @@ def _inputs(frames, now, first, variant, crop, generator):
         kw = {} if crop else {"max_shift": 0.0, "max_zoom": 0.0}
         images = augment_images(images.flatten(1, 2), generator, **kw).view(B, F, 3, IMAGE_SIZE, IMAGE_SIZE)
     return images, (now - first).float() * float(with_age)
-
-
-def lr_factor(step: int, steps: int) -> float:
-    """Linear warm-up over the first 5 % of the steps, then cosine to 0."""
-    return min(1.0, (step + 1) / max(1, steps // 20)) * 0.5 * (1 + np.cos(np.pi * min(1.0, step / steps)))
 
 
 def train(args: argparse.Namespace) -> int:

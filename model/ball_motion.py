@@ -139,6 +139,11 @@ class BallTicks:
         return image, (self.now[ticks] - self.first[ticks]).float()[:, None]
 
 
+def lr_factor(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5 % of the steps, then cosine to 0."""
+    return min(1.0, (step + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+
+
 def held_out_ade(head: BallMotionHead, data: BallTicks, position_norm) -> float:
     """Mean ADE (m) of ``head`` over every tick of ``data``."""
     head.eval()
@@ -152,7 +157,7 @@ def held_out_ade(head: BallMotionHead, data: BallTicks, position_norm) -> float:
 
 
 def train(args: argparse.Namespace) -> int:
-    from mhc_model.checkpoint import init_from, load_policy, save_checkpoint
+    from mhc_model.checkpoint import init_from, read_metadata, save_checkpoint
     from mhc_model.data import augment_images
 
     torch.manual_seed(args.seed)
@@ -160,8 +165,10 @@ def train(args: argparse.Namespace) -> int:
                           "cpu" if args.device == "auto" else args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    source, extra = load_policy(args.checkpoint)
-    policy = init_from(args.checkpoint, source.config.replace(ball_keypoints=args.keypoints), [])
+    meta = read_metadata(args.checkpoint)  # config and training record only: init_from loads the weights
+    extra = json.loads(meta.get("extra", "{}"))
+    config = MHCConfig.from_json(meta["config"]).replace(ball_keypoints=args.keypoints)
+    policy = init_from(args.checkpoint, config, [])
     policy.to(device)
     head, position_norm = policy.model.ball_motion, policy.model.heads.position_norm
     cfg = policy.config
@@ -172,9 +179,7 @@ def train(args: argparse.Namespace) -> int:
     print(f"{len(train_eps)} training / {len(val_eps)} held-out ball episodes ({len(tr)} / {len(va)} ticks)",
           flush=True)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
-    warmup = max(1, args.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps))
     generator = torch.Generator().manual_seed(args.seed)
     shift = {} if args.crop else {"max_shift": 0.0, "max_zoom": 0.0}
     started = time.perf_counter()
