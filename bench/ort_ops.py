@@ -140,7 +140,9 @@ def gathered_expert_bytes(model: MHC) -> int:
     c = model.cfg
     if c.dense:
         return 0
-    tokens = (c.n_layers - 1) * (c.n_patches + c.n_physical_tokens) + c.n_query_tokens  # last block: queries
+    routed = range(c.shared_only_layers, c.n_layers)  # the shared-only blocks gather nothing
+    tokens = sum(c.n_query_tokens if i == c.n_layers - 1 else c.n_patches + c.n_physical_tokens  # last: queries
+                 for i in routed)
     per_expert = 2 * c.d_model * c.expert_hidden + c.expert_hidden + c.d_model
     return tokens * c.top_k * per_expert * 4
 

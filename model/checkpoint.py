@@ -94,32 +94,36 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     visual position embeddings are resized bilinearly to the new patch grid; the inputs of
     ``ZERO_START_INPUTS`` may be turned on: their projections start at zero, so the fine-tune starts
     from the checkpoint's function; the heads of ``ADDED_HEADS`` may be added (fresh weights, the
-    rest of the outputs unchanged); and ``dropout`` may change (training only, no weights). Raises if a training
-    ``instructions`` word is outside the checkpoint's vocabulary (it would read as ``<unk>``).
+    rest of the outputs unchanged); ``shared_only_layers`` may grow (those blocks keep their shared
+    expert and drop their routers and routed experts); and ``dropout`` may change (training only, no
+    weights). Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it would
+    read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
     differ = sorted(k for k, v in config.to_dict().items()
                     if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets",
                                  *ADDED_HEADS)
-                    and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v))
+                    and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v)
+                    and not (k == "shared_only_layers" and v > old.shared_only_layers))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} (only "
-                         f"image_size and dropout may change, {' / '.join(ZERO_START_INPUTS)} be turned on, and "
-                         f"{' / '.join(ADDED_HEADS)} be set)")
+                         f"image_size and dropout may change, {' / '.join(ZERO_START_INPUTS)} be turned on, "
+                         f"{' / '.join(ADDED_HEADS)} be set and shared_only_layers grow)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
     config = config.replace(vocab_size=old.vocab_size, num_skills=old.num_skills, num_targets=old.num_targets)
     policy = MHCPolicy(config, source.vocabulary, source.skills, source.targets)
+    fresh = policy.model.state_dict()
     state = {k: v.float() if v.is_floating_point() else v for k, v in source.model.state_dict().items()
-             if config.ball_keypoints == old.ball_keypoints or not k.startswith("ball_motion.")}
+             if (config.ball_keypoints == old.ball_keypoints or not k.startswith("ball_motion."))
+             and (k in fresh or not k.startswith("blocks."))}  # shared-only blocks drop their routing
     pos = state["vis_tokens.pos"]  # (n_old, d) → (n_new, d) over the square patch grid
     side_old, side_new = math.isqrt(pos.shape[0]), config.image_size // config.patch_size
     grid = pos.T.reshape(1, -1, side_old, side_old)
     grid = F.interpolate(grid, size=(side_new, side_new), mode="bilinear", align_corners=False)
     state["vis_tokens.pos"] = grid.reshape(-1, side_new * side_new).T.contiguous()
-    fresh = policy.model.state_dict()
     policy.model.load_state_dict({**{k: v for k, v in fresh.items() if k not in state}, **state}, strict=True)
     return policy
 

@@ -46,6 +46,9 @@ class MHCConfig:
     top_k: int = 2  # constant k experts chosen per token inside its domain
     expert_hidden: int = 80
     shared_expert_hidden: int = 256  # always-on shared expert
+    # the first N blocks' FFN is the shared expert alone: no routers, no routed experts (as DeepSeek-V3's
+    # first dense layers). At batch 1 on a CPU a routed expert costs its weights' copy, not its FLOPs.
+    shared_only_layers: int = 0
     dense_ffn_hidden: int = 1024  # FFN width of the dense baseline
 
     # routing losses and balancing
@@ -110,13 +113,21 @@ class MHCConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"MHCConfig.{name}={value!r} must be a positive integer")
-        for name in ["shared_heads", "shared_expert_hidden", "dense_ffn_hidden", "heads_per_domain", "ball_keypoints"]:
+        for name in ["shared_heads", "shared_expert_hidden", "dense_ffn_hidden", "heads_per_domain", "ball_keypoints",
+                     "shared_only_layers"]:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"MHCConfig.{name}={value!r} must be a non-negative integer")
         if not self.dense and self.top_k > self.experts_per_domain:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
+            )
+        if self.shared_only_layers and (self.dense or self.shared_only_layers >= self.n_layers
+                                        or not self.shared_expert_hidden):
+            raise ValueError(
+                f"MHCConfig.shared_only_layers={self.shared_only_layers} needs an mHC config (dense false) with a "
+                f"shared expert (shared_expert_hidden > 0, has {self.shared_expert_hidden}) and fewer than "
+                f"n_layers={self.n_layers} (at least one block routes)"
             )
         for name in ("ee_pose_features", "instruction_frame", "instruction_age", "crop_augment"):
             if not isinstance(getattr(self, name), bool):

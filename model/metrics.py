@@ -1,8 +1,9 @@
 """Routing metrics: accuracy of the task router against modality labels, expert load balance.
 
 Accumulate with ``RoutingStats.update(routings, modality)`` over a validation pass, then
-``summary()``: per layer routing accuracy, MaxVio ((max − mean) / mean load, averaged over the
-domains that received tokens), normalised entropy of the load (H / log E) and the dead-expert share.
+``summary()``: per routing block (``routed_layers``; shared-only blocks are left out) routing accuracy,
+MaxVio ((max − mean) / mean load, averaged over the domains that received tokens), normalised entropy
+of the load (H / log E) and the dead-expert share.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ class RoutingStats:
             self.load[i] += counts.view(len(DOMAINS), self.E)
 
     def summary(self) -> dict[str, float | list[float]]:
-        if self.tokens.sum() == 0:
+        routed = (self.tokens > 0).nonzero().flatten()
+        if not len(routed):
             return {}
-        acc = (self.correct / self.tokens.clamp_min(1)).tolist()
+        acc = (self.correct[routed] / self.tokens[routed]).tolist()
         maxvio, entropy, dead = [], [], []
-        for layer in self.load:  # (3, E)
+        for layer in self.load[routed]:  # (3, E)
             used = layer.sum(-1) > 0
             lv = layer[used]  # domains that received tokens
             mean = lv.mean(-1, keepdim=True)
@@ -48,6 +50,7 @@ class RoutingStats:
             entropy.append(float(h.mean()))
             dead.append(float((lv == 0).float().mean() * 100.0))
         return {
+            "routed_layers": routed.tolist(),
             "routing_accuracy": acc,
             "routing_accuracy_mean": sum(acc) / len(acc),
             "expert_maxvio": maxvio,

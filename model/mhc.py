@@ -335,6 +335,17 @@ class HierarchicalMoE(nn.Module):
         self.load_accum.zero_()
 
 
+class SharedExpertFFN(nn.Module):
+    """A block's FFN without routing (``cfg.shared_only_layers``): the shared expert alone."""
+
+    def __init__(self, cfg: MHCConfig):
+        super().__init__()
+        self.shared = MLP(cfg.d_model, cfg.shared_expert_hidden)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.shared(x), None
+
+
 class DenseFFN(MLP):
     """Dense baseline FFN with the same (y, routing) interface."""
 
@@ -343,14 +354,21 @@ class DenseFFN(MLP):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: domain-grouped attention + hierarchical MoE (or dense) FFN."""
+    """Pre-norm transformer block: domain-grouped attention + hierarchical MoE FFN (the shared expert alone
+    in the first ``cfg.shared_only_layers`` blocks; dense FFN in the dense baseline)."""
 
-    def __init__(self, cfg: MHCConfig):
+    def __init__(self, cfg: MHCConfig, index: int):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = DomainGroupedAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.ffn = DenseFFN(cfg.d_model, cfg.dense_ffn_hidden) if cfg.dense else HierarchicalMoE(cfg)
+        self.ffn: nn.Module
+        if cfg.dense:
+            self.ffn = DenseFFN(cfg.d_model, cfg.dense_ffn_hidden)
+        elif index < cfg.shared_only_layers:
+            self.ffn = SharedExpertFFN(cfg)
+        else:
+            self.ffn = HierarchicalMoE(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -397,7 +415,7 @@ class MHC(nn.Module):
         self.vis_tokens = VisualTokenizer(cfg)
         self.phys_tokens = PhysicalTokenizer(cfg)
         self.domain_embed = nn.Parameter(torch.randn(len(DOMAINS), cfg.d_model) * 0.02)
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.heads = OutputHeads(cfg)
         self.ball_motion = BallMotionHead(cfg) if cfg.ball_keypoints else None

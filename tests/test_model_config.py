@@ -20,6 +20,10 @@ from mhc_model.mhc import MHC, count_parameters
         ({"image_size": 100}, "image_size"),
         ({"z_loss_coef": -1.0}, "z_loss_coef"),
         ({"n_action_steps": 99}, "n_action_steps"),
+        ({"n_layers": 2, "shared_only_layers": 2}, "shared_only_layers"),  # no block would route
+        ({"shared_only_layers": 1, "shared_expert_hidden": 0}, "shared_only_layers"),
+        ({"shared_only_layers": 1, "dense": True}, "shared_only_layers"),
+        ({"shared_only_layers": -1}, "shared_only_layers"),
     ],
 )
 def test_bad_values_name_the_field(changes, field):
@@ -71,6 +75,7 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "sweep/dense_s_nocrop.json": ("dense_s", {"crop_augment"}),
     "sweep/s_age.json": ("s", {"instruction_age"}),
     "sweep/dense_s_age.json": ("dense_s", {"instruction_age"}),
+    "sweep/s_shared2.json": ("s", {"instruction_age", "shared_only_layers"}),
 }
 
 

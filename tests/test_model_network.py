@@ -134,6 +134,23 @@ def test_topk_computes_only_k_experts(experts, k):
         assert per_module[f"MHC.blocks.{i}.ffn.experts"] == expected  # independent of E
 
 
+def test_shared_only_blocks_run_the_shared_expert_alone():
+    """``shared_only_layers``: those blocks neither route nor gather experts; the rest are unchanged."""
+    model = _model("tiny", seed=2, shared_only_layers=1)
+    assert not any(k.startswith("blocks.0.ffn.") and ".shared." not in k for k in model.state_dict())
+    x = example_inputs(model.cfg, batch=2, seed=4)
+    with torch.no_grad():
+        out, routings = model(**x, return_routing=True)
+        cache_k, cache_v = model.encode_instruction(x["instruction_ids"], x["instruction_mask"])
+        control = model(None, x["instruction_mask"], x["image"], x["joint_history"], profile="control",
+                        cache_k=cache_k, cache_v=cache_v)
+    assert routings[0] is None and all(r is not None for r in routings[1:])
+    for key in out:
+        torch.testing.assert_close(control[key], out[key], rtol=0, atol=1e-5)
+    _, per_module = count_flops(model, "full", by_module=True)
+    assert "MHC.blocks.0.ffn.experts" not in per_module and per_module["MHC.blocks.1.ffn.experts"] > 0
+
+
 def test_control_flops_at_most_0_6_of_dense_baseline():
     s, dense = _model("s"), _model("dense_s")
     control = count_flops(s, "control")

@@ -98,3 +98,18 @@ def test_single_expert_weight_is_its_score_so_the_gate_learns_from_the_task():
     idx = routing.domain_idx[:, None] * moe.n_experts + routing.expert_idx
     expected = moe.experts.gathered(flat, idx, scores * domain_gate) + moe.shared(flat)
     torch.testing.assert_close(out.reshape(10, -1), expected)
+
+
+def test_routing_stats_leave_out_blocks_without_routing():
+    """A shared-only block (``cfg.shared_only_layers``) has no routing: its row is left out, not NaN."""
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    moe = HierarchicalMoE(cfg).eval()
+    modality = torch.randint(0, 3, (64,))
+    with torch.no_grad():
+        _, routing = moe(torch.randn(1, 64, cfg.d_model))
+    alone, behind_a_shared_only_block = RoutingStats(1, cfg.experts_per_domain), RoutingStats(2, cfg.experts_per_domain)
+    alone.update([routing], modality)
+    behind_a_shared_only_block.update([None, routing], modality)
+    assert behind_a_shared_only_block.summary() == {**alone.summary(), "routed_layers": [1]}
+    assert alone.summary()["routed_layers"] == [0] and RoutingStats(1, 4).summary() == {}

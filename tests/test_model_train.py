@@ -278,6 +278,26 @@ def test_init_fine_tunes_at_another_image_size(overfit_run, shards, tmp_path):
     assert load_policy(tmp_path / "ft" / "checkpoints" / "last.safetensors")[0].config.image_size == 48
 
 
+def test_init_into_shared_only_blocks_drops_just_their_routed_experts(overfit_run, tmp_path):
+    """Growing ``shared_only_layers`` from a checkpoint: the same function as that checkpoint with those
+    blocks' routed experts silenced, every other weight kept."""
+    source = overfit_run[0] / "checkpoints" / "last.safetensors"
+    old, _ = load_policy(source)
+    new = init_from(source, old.config.replace(shared_only_layers=1), [])
+    old_state = old.model.state_dict()
+    assert all(torch.equal(old_state[k], v) for k, v in new.model.state_dict().items())
+    with torch.no_grad():
+        old.model.blocks[0].ffn.experts.w2.zero_()
+        old.model.blocks[0].ffn.experts.b2.zero_()
+        x = example_inputs(old.config, batch=2, seed=1)
+        expected, got = old.model.eval()(**x), new.model.eval()(**x)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6)
+    shared_only = save_checkpoint(tmp_path / "shared_only", new)
+    with pytest.raises(ValueError, match="shared_only_layers"):  # back would need experts from nowhere
+        init_from(shared_only, old.config, [])
+
+
 def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys):
     wider = tmp_path / "wide.json"
     wider.write_text(preset("tiny").replace(d_model=96).to_json())
