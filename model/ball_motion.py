@@ -18,6 +18,10 @@ of the checkpoint it starts from do not change (``python -m mhc_model.ball_motio
 
     python -m mhc_model.ball_motion --checkpoint model/checkpoints/mhc_s.safetensors \
         --data data/ball data/ball_late --out RUN/mhc_s_ball.safetensors
+
+It reads nothing of the trunk, so a trained head moves to another trunk with the same camera input and
+motion normaliser unchanged (``--head-from HEAD.safetensors`` instead of training; it still reports the
+held-out error on ``--data``).
 """
 
 from __future__ import annotations
@@ -58,8 +62,17 @@ class BallMotionHead(nn.Module):
                                  nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, self.horizon * 3))
 
     def keypoints(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``frames (N, 3, S, S)`` → keypoints ``(N, K, 2)`` (x, y in [−1, 1]) and visibilities ``(N, K)``."""
-        logits = self.heat((frames - 0.5) * 4.0).flatten(2)  # (N, K, S²)
+        """``frames (N, 3, S, S)`` → keypoints ``(N, K, 2)`` (x, y in [−1, 1]) and visibilities ``(N, K)``.
+
+        ``heat`` applied to the frames centred as ``(x − 0.5) · 4``, written as two matrix products over
+        the pixels with the centring folded into the first layer's weights (constants in an export): on a
+        CPU at batch 1 that is half the time of the 1×1 convolutions and their two elementwise passes.
+        """
+        first, last = self.heat[0], self.heat[2]
+        w = first.weight.flatten(1)  # (F, 3)
+        h = torch.matmul(w * 4.0, frames.flatten(2)) + (first.bias - 2.0 * w.sum(1))[:, None]  # (N, F, S²)
+        h = self.heat[1](h)
+        logits = torch.matmul(last.weight.flatten(1), h) + last.bias[:, None]  # (N, K, S²)
         return logits.softmax(dim=-1) @ self.grid, logits.amax(dim=-1)
 
     def forward(self, image: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
@@ -178,6 +191,8 @@ def train(args: argparse.Namespace) -> int:
     tr, va = (BallTicks(e, cfg.image_size, cfg.motion_horizon).to(device) for e in (train_eps, val_eps))
     print(f"{len(train_eps)} training / {len(val_eps)} held-out ball episodes ({len(tr)} / {len(va)} ticks)",
           flush=True)
+    if args.head_from:
+        return graft(args, policy, va, extra)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps))
     generator = torch.Generator().manual_seed(args.seed)
@@ -206,12 +221,40 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def graft(args: argparse.Namespace, policy, held_out: BallTicks, extra: dict) -> int:
+    """Copy the trained head of ``args.head_from`` into ``policy`` (``args.checkpoint`` with the head added),
+    report its held-out error, write ``args.out``."""
+    from mhc_model.checkpoint import load_policy, save_checkpoint
+
+    source, source_extra = load_policy(args.head_from)
+    model, donor = policy.model, source.model
+    if donor.ball_motion is None:
+        raise ValueError(f"--head-from {str(args.head_from)!r} has no ball head (ball_keypoints 0)")
+    same = {k: getattr(source.config, k) == getattr(policy.config, k)
+            for k in ("ball_keypoints", "image_size", "motion_horizon")}
+    same["motion normaliser"] = all(torch.equal(a, b.to(a.device)) for a, b in zip(
+        model.heads.position_norm.buffers(), donor.heads.position_norm.buffers(), strict=True))
+    if not all(same.values()):
+        raise ValueError(f"--head-from {str(args.head_from)!r}: differs from --checkpoint in "
+                         f"{[k for k, v in same.items() if not v]}")
+    model.ball_motion.load_state_dict(donor.ball_motion.state_dict())
+    ade = held_out_ade(model.ball_motion, held_out, model.heads.position_norm)
+    print(f"held-out ADE of the grafted head: {ade * 100:.2f} cm over {len(held_out)} ticks", flush=True)
+    grafted = {"ball_motion": {**source_extra.get("ball_motion", {}), "grafted_from": str(args.head_from),
+                               "held_out_ade_m": ade}}
+    path = save_checkpoint(args.out, policy.cpu(), {**extra, **grafted})
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mhc_model.ball_motion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="trained mHC checkpoint to add the head to")
     parser.add_argument("--data", required=True, nargs="+", help="`mhc collect` folders with intercept episodes")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     parser.add_argument("--keypoints", type=int, default=4, help="soft-argmax keypoints per frame")
+    parser.add_argument("--head-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="copy this checkpoint's trained head instead of training one")
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-3)

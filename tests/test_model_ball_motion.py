@@ -99,3 +99,15 @@ def test_trainer_fits_the_head_and_keeps_the_rest(tmp_path):
     assert all(torch.equal(v, source.model.state_dict()[k]) for k, v in kept.items())
     with pytest.raises(SystemExit):
         ball_motion.main(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--keypoints", "0"])
+    moved = tmp_path / "moved.safetensors"  # the trained head onto another trunk
+    other = random_policy(_cfg(), seed=5)
+    other_ckpt = save_checkpoint(tmp_path / "other", other)
+    assert ball_motion.main(["--checkpoint", str(other_ckpt), "--data", str(data), "--out", str(moved),
+                             "--keypoints", "2", "--head-from", str(out), "--device", "cpu"]) == 0
+    grafted, grafted_extra = load_policy(moved)
+    for k, v in grafted.model.state_dict().items():
+        donor = trained if k.startswith("ball_motion.") else other
+        assert torch.equal(v, donor.model.state_dict()[k]), k
+    assert grafted_extra["ball_motion"]["held_out_ade_m"] == pytest.approx(extra["ball_motion"]["held_out_ade_m"])
+    assert ball_motion.main(["--checkpoint", str(other_ckpt), "--data", str(data), "--out", str(moved),
+                             "--keypoints", "3", "--head-from", str(out), "--device", "cpu"]) == 2
