@@ -188,11 +188,12 @@ def train(args: argparse.Namespace) -> int:
     train_eps, val_eps = split(ball_episodes(args.data))
     if not train_eps or not val_eps:
         raise SystemExit(f"--data {args.data}: {len(train_eps) + len(val_eps)} ball episodes, need at least 2")
-    tr, va = (BallTicks(e, cfg.image_size, cfg.motion_horizon).to(device) for e in (train_eps, val_eps))
+    va = BallTicks(val_eps, cfg.image_size, cfg.motion_horizon).to(device)
+    if args.head_from:  # nothing to train: only the held-out ticks are needed
+        return graft(args, policy, va, extra)
+    tr = BallTicks(train_eps, cfg.image_size, cfg.motion_horizon).to(device)
     print(f"{len(train_eps)} training / {len(val_eps)} held-out ball episodes ({len(tr)} / {len(va)} ticks)",
           flush=True)
-    if args.head_from:
-        return graft(args, policy, va, extra)
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps))
     generator = torch.Generator().manual_seed(args.seed)
