@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ ZERO_START_INPUTS = ("ee_pose_features", "instruction_age")
 ADDED_HEADS = ("ball_keypoints",)
 
 
-def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> MHCPolicy:
+def init_from(path: str | Path, config: MHCConfig, instructions: list[str],
+              keep_blocks: Sequence[int] | None = None) -> MHCPolicy:
     """A policy of ``config`` with the weights, vocabularies and normalisers of checkpoint ``path``
     (fine-tuning). Only ``image_size`` (and ``name``) may differ from the checkpoint's config: the
     visual position embeddings are resized bilinearly to the new patch grid; the inputs of
@@ -96,29 +98,38 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     from the checkpoint's function; the heads of ``ADDED_HEADS`` may be added (fresh weights, the
     rest of the outputs unchanged); ``shared_only_layers`` may grow (those blocks keep their shared
     expert and drop their routers and routed experts); and ``dropout`` may change (training only, no
-    weights). Raises if a training ``instructions`` word is outside the checkpoint's vocabulary (it would
-    read as ``<unk>``).
+    weights). ``keep_blocks``: the checkpoint's blocks that become the new model's, in order (default:
+    all of them); with it ``n_layers`` may shrink, and ``shared_only_layers`` may take any value under
+    which no new routed block comes from a shared-only one. Raises if a training ``instructions`` word is
+    outside the checkpoint's vocabulary (it would read as ``<unk>``).
     """
     source, _ = load_policy(path)
     old = source.config
+    blocks = kept_blocks(path, old, config, keep_blocks)
     differ = sorted(k for k, v in config.to_dict().items()
                     if k not in ("name", "image_size", "dropout", "vocab_size", "num_skills", "num_targets",
-                                 *ADDED_HEADS)
-                    and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v)
-                    and not (k == "shared_only_layers" and v > old.shared_only_layers))
+                                 "n_layers", "shared_only_layers", *ADDED_HEADS)
+                    and v != old.to_dict()[k] and not (k in ZERO_START_INPUTS and v))
     if differ:
         raise ValueError(f"--init {str(path)!r}: config differs from the checkpoint's in {differ} (only "
                          f"image_size and dropout may change, {' / '.join(ZERO_START_INPUTS)} be turned on, "
-                         f"{' / '.join(ADDED_HEADS)} be set and shared_only_layers grow)")
+                         f"{' / '.join(ADDED_HEADS)} be set, shared_only_layers grow and blocks be dropped)")
     unknown = sorted({w for text in instructions for w in split_words(text)} - set(source.vocabulary.words))
     if unknown:
         raise ValueError(f"--init {str(path)!r}: instruction words {unknown[:5]} are not in its vocabulary")
     config = config.replace(vocab_size=old.vocab_size, num_skills=old.num_skills, num_targets=old.num_targets)
     policy = MHCPolicy(config, source.vocabulary, source.skills, source.targets)
     fresh = policy.model.state_dict()
-    state = {k: v.float() if v.is_floating_point() else v for k, v in source.model.state_dict().items()
-             if (config.ball_keypoints == old.ball_keypoints or not k.startswith("ball_motion."))
-             and (k in fresh or not k.startswith("blocks."))}  # shared-only blocks drop their routing
+    state = {}
+    for key, value in source.model.state_dict().items():
+        if key.startswith("ball_motion.") and config.ball_keypoints != old.ball_keypoints:
+            continue
+        if key.startswith("blocks."):
+            _, index, rest = key.split(".", 2)
+            key = f"blocks.{blocks.get(int(index))}.{rest}"
+            if key not in fresh:  # a dropped block, or the routing of a block that became shared-only
+                continue
+        state[key] = value.float() if value.is_floating_point() else value
     pos = state["vis_tokens.pos"]  # (n_old, d) → (n_new, d) over the square patch grid
     side_old, side_new = math.isqrt(pos.shape[0]), config.image_size // config.patch_size
     grid = pos.T.reshape(1, -1, side_old, side_old)
@@ -126,6 +137,24 @@ def init_from(path: str | Path, config: MHCConfig, instructions: list[str]) -> M
     state["vis_tokens.pos"] = grid.reshape(-1, side_new * side_new).T.contiguous()
     policy.model.load_state_dict({**{k: v for k, v in fresh.items() if k not in state}, **state}, strict=True)
     return policy
+
+
+def kept_blocks(path: str | Path, old: MHCConfig, new: MHCConfig, keep: Sequence[int] | None) -> dict[int, int]:
+    """Source block → new block index for ``init_from``; raises when the blocks do not fit ``new``."""
+    keep = list(range(old.n_layers)) if keep is None else list(keep)
+    where = f"--init {str(path)!r}"
+    if len(keep) != new.n_layers:
+        raise ValueError(f"{where}: keeping blocks {keep} gives {len(keep)} blocks, the config has "
+                         f"n_layers={new.n_layers}")
+    if sorted(set(keep)) != keep or not all(0 <= j < old.n_layers for j in keep):
+        raise ValueError(f"{where}: blocks to keep {keep} must be increasing indices of the checkpoint's "
+                         f"{old.n_layers} blocks")
+    routed_from_shared = [j for i, j in enumerate(keep) if i >= new.shared_only_layers and j < old.shared_only_layers]
+    if routed_from_shared:
+        raise ValueError(f"{where}: shared_only_layers={new.shared_only_layers} would route in the checkpoint's "
+                         f"blocks {routed_from_shared}, which have no routed experts (shared_only_layers="
+                         f"{old.shared_only_layers})")
+    return {j: i for i, j in enumerate(keep)}
 
 
 def save_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:

@@ -80,10 +80,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "--config may differ only in image_size (position embeddings are resized) and "
                              f"dropout, and turn {' or '.join(ZERO_START_INPUTS)} on (their projections "
                              "start at zero)")
+    parser.add_argument("--init-blocks", type=block_indices, default=None, metavar="I,J,...",
+                        help="with --init: the checkpoint's blocks the model starts from, in order (default: "
+                             "all); the config's n_layers is their count (e.g. 0,2,3 drops block 1)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting in validation records")
     return parser
+
+
+def block_indices(text: str) -> list[int]:
+    """``--init-blocks`` ``"0,2,3"`` → ``[0, 2, 3]``."""
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated block indices") from None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -99,6 +110,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--word-dropout={args.word_dropout} must be in [0, 1)")
     if args.init and args.resume:
         raise ValueError("--init and --resume exclude each other (--resume continues the run's own checkpoint)")
+    if args.init_blocks is not None and not args.init:
+        raise ValueError("--init-blocks needs --init (the checkpoint whose blocks it picks)")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"--device={args.device!r} unknown (auto, cpu, cuda)")
 
@@ -251,7 +264,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         start_step = int(extra.get("step", 0))
         cfg = policy.config
     elif args.init:
-        policy = init_from(args.init, cfg, [by_name[n].meta["instruction"] for n in train_names])
+        policy = init_from(args.init, cfg, [by_name[n].meta["instruction"] for n in train_names], args.init_blocks)
         cfg = policy.config
     else:
         vocab, skills, targets = build_vocabularies([by_name[n] for n in train_names])

@@ -298,6 +298,39 @@ def test_init_into_shared_only_blocks_drops_just_their_routed_experts(overfit_ru
         init_from(shared_only, old.config, [])
 
 
+
+def test_init_keeps_chosen_blocks(tmp_path):
+    """``keep_blocks``: the new model is the checkpoint with the other blocks taken out, weights untouched;
+    a routed block cannot come from a shared-only one, nor a block list that does not fit the config."""
+    from mhc_model.latency import random_policy
+
+    old = random_policy(preset("tiny").replace(n_layers=3), seed=3)
+    source = save_checkpoint(tmp_path / "three", old)
+    config = old.config.replace(n_layers=2)
+    new = init_from(source, config, [], keep_blocks=[0, 2])
+    old_state = old.model.state_dict()
+    for key, value in new.model.state_dict().items():
+        was = key.replace("blocks.1.", "blocks.2.", 1) if key.startswith("blocks.1.") else key
+        assert torch.equal(old_state[was], value), key
+    with torch.no_grad():
+        x = example_inputs(old.config, batch=2, seed=1)
+        got = new.model.eval()(**x)
+        old.model.blocks = torch.nn.ModuleList([old.model.blocks[0], old.model.blocks[2]])
+        expected = old.model.eval()(**x)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    shared_first = save_checkpoint(tmp_path / "shared_first", init_from(
+        source, old.config.replace(shared_only_layers=1), []))
+    with pytest.raises(ValueError, match=r"blocks \[0\], which have no routed experts"):
+        init_from(shared_first, config, [], keep_blocks=[0, 2])
+    assert init_from(shared_first, config.replace(shared_only_layers=1), [], keep_blocks=[0, 2])
+    with pytest.raises(ValueError, match="gives 3 blocks, the config has n_layers=2"):
+        init_from(source, config, [], keep_blocks=[0, 1, 2])
+    with pytest.raises(ValueError, match="increasing indices"):
+        init_from(source, config, [], keep_blocks=[2, 0])
+    with pytest.raises(ValueError, match="n_layers=2"):  # dropping blocks needs the list
+        init_from(source, config, [])
+
 def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys):
     wider = tmp_path / "wide.json"
     wider.write_text(preset("tiny").replace(d_model=96).to_json())
@@ -308,6 +341,11 @@ def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys)
     args = _args(shards, tmp_path / "ft", "--init", "x.safetensors", "--resume")
     assert train_cli.run(args) == 2
     assert "--init and --resume" in capsys.readouterr().err
+    args = _args(shards, tmp_path / "ft", "--init-blocks", "0,2")
+    assert train_cli.run(args) == 2
+    assert "--init-blocks needs --init" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _args(shards, tmp_path / "ft", "--init-blocks", "0,two")
 
 
 def _torchrun(n: int, shards, out, per_process_batch: int) -> dict:
