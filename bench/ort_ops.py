@@ -9,6 +9,7 @@ step (each token copies its k experts' weights: the static-shape export's price 
 times the mHC graph once more with the routed experts cut out (routing kept, the experts' output replaced
 by the input): what the rest of the network costs; and, when the checkpoint has a ball head
 (``cfg.ball_keypoints``), once more without it: what the head costs (the dense baseline has none).
+``--also`` times more mHC checkpoints in the same rounds (a candidate against the shipped model).
 Writes JSON to ``--out`` (default ``bench/results/ort_ops_cpu<threads>.json``).
 
 Usage: ``python bench/ort_ops.py --checkpoint model/checkpoints/mhc_s.safetensors --baseline DENSE.safetensors``
@@ -109,6 +110,7 @@ def interleaved(sessions: dict[str, tuple[Any, dict[str, np.ndarray]]], rounds: 
     p10 = {key: sorted(values)[len(values) // 10] for key, values in samples.items()}
     ratios = sorted(per_round)
     cut = {f"ratio_{key[4:]}": median[key] / median["dense"] for key in median if key.startswith("mhc_without")}
+    cut.update({f"ratio_{key}": median[key] / median["dense"] for key in median if key.startswith("also:")})
     return {"median_ms": median, "p10_ms": p10,
             "ratio": median["mhc"] / median["dense"], **cut,
             "ratio_p10": p10["mhc"] / p10["dense"],
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="mHC checkpoint (default: random preset s)")
     parser.add_argument("--baseline", default=None, help="dense checkpoint (default: random preset dense_s)")
+    parser.add_argument("--also", nargs="+", default=[], metavar="CHECKPOINT",
+                        help="more mHC checkpoints timed in the same rounds (e.g. the model shipped before)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default: 2)")
     parser.add_argument("--iterations", type=int, default=100, help="timed steps per graph and round (default: 100)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default: 20)")
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             with ball_head_cut_out(models["mhc"]):
                 sessions["mhc_without_ball_head"] = (session(models["mhc"], folder, args.threads, name="no_ball"),
                                                      feeds(models["mhc"]))
+        for i, spec in enumerate(args.also):
+            other = load_model(spec, "s")
+            sessions[f"also:{Path(spec).name}"] = (session(other, folder, args.threads, name=f"also{i}"), feeds(other))
         timing = interleaved(sessions, args.rounds, args.iterations)
         med, p10 = timing["median_ms"], timing["p10_ms"]
         low, mid, high = timing["round_ratio_min_median_max"]
@@ -186,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             head_ms = med["mhc"] - med["mhc_without_ball_head"]
             print(f"mHC without its ball head {med['mhc_without_ball_head']:.3f} ms, ratio "
                   f"{timing['ratio_without_ball_head']:.3f} (the head: {head_ms:.3f} ms)")
+        for key in (k for k in med if k.startswith("also:")):
+            print(f"{key[5:]}: {med[key]:.3f} ms, ratio {timing[f'ratio_{key}']:.3f}")
         profiles = {k: op_profile(m, folder, args.threads, args.iterations) for k, m in models.items()}
     for key, prof in profiles.items():
         print(f"{key} ({models[key].cfg.name}): {prof['nodes']} nodes, profiled kernel time "
@@ -196,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"expert weights gathered per mHC step: {gathered / 1e6:.1f} MB")
     doc = {"threads": args.threads, "iterations": args.iterations, "checkpoint": args.checkpoint,
            "baseline": args.baseline,
+           "also": args.also,
            "sha256": {key: file_sha256(path) for key, path in (("checkpoint", args.checkpoint),
-                                                               ("baseline", args.baseline)) if path},
+                                                               ("baseline", args.baseline),
+                                                               *((f"also:{Path(p).name}", p) for p in args.also))
+                      if path},
            "rounds": args.rounds, "timing": timing, "profiles": profiles,
            "mhc_gathered_expert_bytes_per_step": gathered}
     out.parent.mkdir(parents=True, exist_ok=True)
