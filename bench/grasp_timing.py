@@ -61,7 +61,8 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
     def next_commands(ticks: np.ndarray) -> np.ndarray:  # the first action of the chunk predicted on each tick
         with torch.no_grad():
             batch = dataset.batch(torch.as_tensor(ticks))
-            return policy.model(*(batch[k] for k in INPUT_KEYS), profile="full")["action_chunk"][:, 0].numpy()
+            return policy.model(*(batch[k] for k in INPUT_KEYS), profile="full",
+                                instruction_age=batch.get("instruction_age"))["action_chunk"][:, 0].numpy()
 
     rows, offset = [], 0  # every step is imitated (checked above), so sample i of the dataset is frame i
     for episode in episodes:

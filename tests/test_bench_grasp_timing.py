@@ -40,3 +40,25 @@ def test_window_figures_count_closes_only_while_the_hand_is_high():
     assert figures["joint_error_rad"] == pytest.approx(0.01)
     on_time = grasp_timing.window_figures(commands([OPEN] * 4), commands([SHUT, SHUT]), actions, hand_z, before, 4)
     assert on_time["shut_while_high"] == 0 and not on_time["closes_high"] and on_time["shut_at_close"] == 1.0
+
+
+def test_run_feeds_the_instruction_age(tmp_path):
+    """A model with ``instruction_age`` gets each tick's age (it used to be called without one and raised)."""
+    import argparse
+
+    from mhc_model.checkpoint import save_checkpoint
+    from mhc_model.config import preset
+    from mhc_model.data import list_shards, load_episode
+    from mhc_model.latency import random_policy
+    from mhc_ros.collect import configure_parser
+    from mhc_ros.collect import run as collect
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    assert collect(parser.parse_args(["--task", "pick_place", "--episodes", "1", "--out", str(tmp_path / "demo"),
+                                      "--no-bags", "--image-width", "48", "--image-height", "48"])) == 0
+    episodes = [load_episode(p) for p in list_shards(tmp_path / "demo")]
+    checkpoint = save_checkpoint(tmp_path / "age", random_policy(preset("tiny").replace(instruction_age=True)))
+    figures = grasp_timing.run(str(checkpoint), episodes, window=5)
+    assert figures["episodes"] == 1 and figures["high_ticks"] <= 5
+    assert 0.0 <= figures["shut_at_expert_close"] <= 1.0 and figures["joint_error_mrad"] > 0
