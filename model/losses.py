@@ -95,3 +95,15 @@ def head_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     plan = imitated_mean(plan_err.view(B, -1).mean(1))
     phase = imitated_mean(F.cross_entropy(outputs["phase_logits"], batch["phase"], reduction="none"))
     return {"action": action, "motion": motion, "presence": presence, "plan": plan, "phase": phase}
+
+
+def distill_loss(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Distillation: squared distance of the normalised action chunk to a teacher's on the same inputs
+    (``batch["teacher_action_norm"] (B, K, 8)``), averaged over the imitated samples like the action loss."""
+    err = (outputs["action_norm"] - batch["teacher_action_norm"].to(outputs["action_norm"].dtype)).square()
+    imitate = batch.get("imitate")
+    per_sample = err.flatten(1).mean(1)
+    if imitate is None:
+        return per_sample.mean()
+    weight = imitate.float()
+    return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)

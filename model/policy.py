@@ -17,7 +17,7 @@ from collections import deque
 import numpy as np
 import torch
 from mhc_model.config import MHCConfig
-from mhc_model.losses import head_losses, routing_losses
+from mhc_model.losses import distill_loss, head_losses, routing_losses
 from mhc_model.mhc import MHC
 from mhc_model.tokenizers import LabelVocabulary, Vocabulary, preprocess_image
 from torch import nn
@@ -46,13 +46,18 @@ class MHCPolicy(nn.Module):
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # training ------------------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss (weighted heads + routing terms) and a dict of detached float terms."""
+    def forward(self, batch: dict[str, torch.Tensor],
+                distill_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (weighted heads + routing terms) and a dict of detached float terms. With a teacher's
+        actions in the batch (``teacher_action_norm``), ``distill_weight`` × :func:`losses.distill_loss` too."""
         cfg = self.config
         outputs, routings = self.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True,
                                        instruction_age=batch.get("instruction_age"))
         heads = head_losses(outputs, batch, cfg, self.model.heads.action_norm, self.model.heads.position_norm)
         task = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in heads.items())
+        if "teacher_action_norm" in batch:
+            heads["distill"] = distill_loss(outputs, batch)
+            task = task + distill_weight * heads["distill"]
         B = batch["image"].shape[0]
         modality = self.model.modality_labels("full").to(batch["image"].device).repeat(B)  # (B·T,)
         aux = routing_losses(routings, modality, cfg)

@@ -83,6 +83,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--init-blocks", type=block_indices, default=None, metavar="I,J,...",
                         help="with --init: the checkpoint's blocks the model starts from, in order (default: "
                              "all); the config's n_layers is their count (e.g. 0,2,3 drops block 1)")
+    parser.add_argument("--distill-from", default=None, metavar="CHECKPOINT",
+                        help="a teacher with the same vocabulary and action normaliser: its action chunk on each "
+                             "training batch is a second target (losses.distill_loss); --resume keeps it")
+    parser.add_argument("--distill-weight", type=float, default=1.0,
+                        help="weight of the distillation term (default: 1.0, the action loss's)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting in validation records")
@@ -101,7 +106,7 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ["steps", "batch_size", "val_every", "log_every", "val_batches", "recovery_repeats"]:
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be > 0")
-    for name in ["lr", "warmup", "weight_decay", "grad_clip", "threads"]:
+    for name in ["lr", "warmup", "weight_decay", "grad_clip", "threads", "distill_weight"]:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0")
     if not 0.0 <= args.min_lr_ratio <= 1.0:
@@ -114,6 +119,19 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--init-blocks needs --init (the checkpoint whose blocks it picks)")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"--device={args.device!r} unknown (auto, cpu, cuda)")
+
+
+def load_teacher(path: str, student: MHCPolicy, device: torch.device) -> MHCPolicy:
+    """The ``--distill-from`` policy, frozen on ``device``; raises unless it reads the student's token ids
+    and its actions are normalised as the student's (the distillation target is normalised actions)."""
+    teacher = load_policy(path)[0]
+    if teacher.vocabulary.words != student.vocabulary.words:
+        raise ValueError(f"--distill-from {path!r}: its vocabulary differs from the model's (start the model "
+                         "from it with --init)")
+    mine, theirs = student.model.heads.action_norm.state_dict(), teacher.model.heads.action_norm.state_dict()
+    if any(not torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine):
+        raise ValueError(f"--distill-from {path!r}: its action normaliser differs from the model's")
+    return teacher.to(device).eval().requires_grad_(False)
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -292,6 +310,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                   fused=device.type == "cuda")
     if args.resume and (ckpt_dir / "last.train.safetensors").is_file():
         load_optimizer(ckpt_dir / "last.train.safetensors", optimizer)
+    distill_from = args.distill_from or (extra.get("distill_from") if args.resume else None)
+    teacher = load_teacher(distill_from, policy, device) if distill_from else None
+    distill_weight = float(extra.get("distill_weight", args.distill_weight)) if args.resume else args.distill_weight
     model = policy
     if world > 1 or dist.is_initialized():
         model = torch.nn.parallel.DistributedDataParallel(
@@ -346,8 +367,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             batch["instruction_ids"] = drop_words(batch["instruction_ids"], gen, args.word_dropout, policy.vocabulary)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
+        if teacher is not None:
+            with torch.no_grad(), autocast():
+                batch["teacher_action_norm"] = teacher.model(
+                    *(batch[k] for k in INPUT_KEYS), profile="full",
+                    instruction_age=batch.get("instruction_age"))["action_norm"].float()
         with autocast():
-            loss, loss_dict = model(batch)
+            loss, loss_dict = model(batch, distill_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip > 0:
@@ -385,6 +411,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             if is_main:
                 log({"step": step, "split": "val", **record, **flops})
                 extra_state = {"step": step, "best_val": min(best, record.get("loss", best)), "seed": args.seed}
+                if distill_from:
+                    extra_state.update(distill_from=str(distill_from), distill_weight=distill_weight)
                 save_checkpoint(ckpt_dir / "last", policy, extra_state)
                 save_optimizer(ckpt_dir / "last.train.safetensors", optimizer, extra_state)
                 if record.get("loss", float("inf")) < best:

@@ -50,6 +50,7 @@ def test_run_feeds_the_instruction_age(tmp_path):
     from mhc_model.config import preset
     from mhc_model.data import list_shards, load_episode
     from mhc_model.latency import random_policy
+
     from mhc_ros.collect import configure_parser
     from mhc_ros.collect import run as collect
 

@@ -331,6 +331,37 @@ def test_init_keeps_chosen_blocks(tmp_path):
     with pytest.raises(ValueError, match="n_layers=2"):  # dropping blocks needs the list
         init_from(source, config, [])
 
+
+def test_distillation_from_a_teacher(overfit_run, shards, tmp_path):
+    """``--distill-from``: a student started from its teacher begins at zero distillation loss, the term is
+    logged and trained, kept across ``--resume``; a teacher that reads other token ids is refused."""
+    teacher = overfit_run[0] / "checkpoints" / "last.safetensors"
+    out = tmp_path / "student"
+    args = _args(shards, out, "--steps", "4", "--batch-size", "8", "--val-every", "2", "--val-batches", "1",
+                 "--no-flops", "--no-augment", "--init", str(teacher), "--distill-from", str(teacher),
+                 "--distill-weight", "2")
+    summary = train_cli.train(args)
+    assert summary["first_train"]["loss_distill"] < 1e-8
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_distill" in r for r in records if r["split"] == "train")
+    saved = json.loads((out / "checkpoints" / "last.json").read_text())["extra"]
+    assert saved["distill_from"] == str(teacher) and saved["distill_weight"] == 2.0
+    resumed = train_cli.train(_args(shards, out, "--steps", "6", "--batch-size", "8", "--val-every", "2",
+                                    "--val-batches", "1", "--no-flops", "--resume"))
+    assert resumed["steps"] == 6 and "loss_distill" in resumed["first_train"]
+    other = save_checkpoint(tmp_path / "other", MHCPolicy(preset("tiny"), *_other_vocabularies()))
+    with pytest.raises(ValueError, match="vocabulary differs"):
+        train_cli.train(_args(shards, tmp_path / "refused", "--steps", "1", "--init", str(teacher),
+                              "--distill-from", str(other)))
+
+
+def _other_vocabularies():
+    from mhc_model.tokenizers import LabelVocabulary, Vocabulary
+
+    return (Vocabulary.build(["a different vocabulary"]), LabelVocabulary.build(["reach"]),
+            LabelVocabulary.build(["ball"]))
+
+
 def test_init_refuses_other_architectures(overfit_run, shards, tmp_path, capsys):
     wider = tmp_path / "wide.json"
     wider.write_text(preset("tiny").replace(d_model=96).to_json())

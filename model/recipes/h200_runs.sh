@@ -5,9 +5,9 @@
 # success here (bench/results/train_h200_v2/README.md).
 # RUNS_TABLE: one run per line, `name config gpu steps lr seed [init [train options]]` (`#` starts a comment;
 # config is a preset or a JSON file relative to this folder; init, a checkpoint to fine-tune from, may be
-# written as $INIT_CHECKPOINT; train options follow it, e.g. --init-blocks 0,2,3). Every run: batch 1 024,
-# 300 warm-up steps, cosine to 0.1x, word dropout 0.1, recovery steps 4x, 8 CPU threads (torch's default
-# of one per core starved several runs on one host).
+# written as $INIT_CHECKPOINT, also in the train options that follow it, e.g. --init-blocks 0,2,3 or
+# --distill-from $INIT_CHECKPOINT). Every run: batch 1 024, 300 warm-up steps, cosine to 0.1x, word dropout
+# 0.1, recovery steps 4x, 8 CPU threads (torch's default of one per core starved several runs on one host).
 # A device call lasts 10 minutes at most: each call trains for BUDGET_S seconds; a later call with
 # --resume continues every unfinished run from its last checkpoint (same steps: the schedule is fixed).
 # Usage: [INIT_CHECKPOINT=C] model/recipes/h200_runs.sh RUNS_TABLE SHARDS_DIR OUT_DIR BUDGET_S [--resume]
@@ -25,7 +25,8 @@ run() {  # name config gpu steps lr seed [init [train options]]
     [[ -f $dir/checkpoints/last.safetensors && ! -f $dir/done ]] || return 0
     extra=(--resume)
   elif [[ -n "${7:-}" ]]; then
-    extra=(--init "$(eval echo "$7")" "${@:8}")
+    extra=(--init "$(eval echo "$7")")
+    for option in "${@:8}"; do extra+=("$(eval echo "$option")"); done  # $INIT_CHECKPOINT may appear here too
   fi
   CUDA_VISIBLE_DEVICES=$3 timeout "$BUDGET_S" python3 -m mhc_model.train --config "$config" --data "$DATA" \
     --out "$dir" --steps "$4" --batch-size 1024 --lr "$5" --warmup 300 --val-every 500 --seed "$6" \
