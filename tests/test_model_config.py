@@ -1,9 +1,11 @@
 """MHCConfig validation, presets and JSON round trip."""
 
+import argparse
 from pathlib import Path
 
 import pytest
 import torch
+from mhc_model import train as train_cli
 from mhc_model.config import PRESETS, MHCConfig, load_config, preset
 from mhc_model.mhc import MHC, count_parameters
 
@@ -95,15 +97,18 @@ RUN_TABLES = sorted((Path(__file__).resolve().parents[1] / "model" / "recipes" /
 
 @pytest.mark.parametrize("table", RUN_TABLES, ids=lambda p: p.name)
 def test_recipe_run_tables_name_real_configs(table):
-    """Each line of a `h200_runs.sh` table: name config gpu steps lr seed [init]; the config must load."""
+    """Each line of a `h200_runs.sh` table: name config gpu steps lr seed [init [train options]]; the config
+    must load and the train options parse."""
     rows = [line.split() for line in table.read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert rows, f"{table.name}: no runs"
     names = [row[0] for row in rows]
     assert len(set(names)) == len(names), f"{table.name}: duplicate run names {names}"
     for row in rows:
-        assert len(row) in (6, 7), f"{table.name}: {row} is not `name config gpu steps lr seed [init]`"
+        assert len(row) >= 6, f"{table.name}: {row} is not `name config gpu steps lr seed [init [options]]`"
         config, gpu, steps, lr, seed = row[1:6]
         load_config(config if config in PRESETS else str(table.parents[1] / config))
         assert int(gpu) >= 0 and int(steps) > 0 and float(lr) > 0 and int(seed) >= 0, row
-        if len(row) == 7:
+        if len(row) >= 7:
             assert row[6].startswith("$") or Path(row[6]).suffix == ".safetensors", row
+            parser = train_cli.configure_parser(argparse.ArgumentParser())
+            parser.parse_args(["--config", config, "--data", "D", "--out", "O", "--init", row[6], *row[7:]])
