@@ -67,6 +67,13 @@ def routing_losses(
     }
 
 
+def imitated_mean(per_sample: torch.Tensor, imitate: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``per_sample (B,)`` over the imitated samples (``imitate (B,)``: 0 for a motion-only sample;
+    None: all of them)."""
+    weight = torch.ones_like(per_sample) if imitate is None else imitate.float()
+    return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def head_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: MHCConfig,
                 action_norm, position_norm) -> dict[str, torch.Tensor]:
     """Supervised losses (unweighted). Labels in ``batch``: ``action (B, K, 8)``, ``motion (B, H, 7, 3)``,
@@ -76,13 +83,8 @@ def head_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     model's own normalisers."""
     B = batch["action"].shape[0]
     imitate = batch.get("imitate")
-    weight = batch["action"].new_ones(B) if imitate is None else imitate.float()
-
-    def imitated_mean(per_sample: torch.Tensor) -> torch.Tensor:
-        return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
-
     action_err = F.mse_loss(outputs["action_norm"], action_norm.normalize(batch["action"]), reduction="none")
-    action = imitated_mean(action_err.flatten(1).mean(1))
+    action = imitated_mean(action_err.flatten(1).mean(1), imitate)
     present = batch["motion_present"].float()  # (B, 7)
     err = (outputs["motion_norm"] - position_norm.normalize(batch["motion"])).square().mean(-1)  # (B, H, 7)
     motion = (err * present[:, None, :]).sum() / (present.sum() * err.shape[1]).clamp_min(1.0)
@@ -92,8 +94,8 @@ def head_losses(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
         + F.cross_entropy(outputs["plan_target_logits"].flatten(0, 1), batch["plan_target"].flatten(),
                           reduction="none")
     )
-    plan = imitated_mean(plan_err.view(B, -1).mean(1))
-    phase = imitated_mean(F.cross_entropy(outputs["phase_logits"], batch["phase"], reduction="none"))
+    plan = imitated_mean(plan_err.view(B, -1).mean(1), imitate)
+    phase = imitated_mean(F.cross_entropy(outputs["phase_logits"], batch["phase"], reduction="none"), imitate)
     return {"action": action, "motion": motion, "presence": presence, "plan": plan, "phase": phase}
 
 
@@ -101,9 +103,4 @@ def distill_loss(outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor
     """Distillation: squared distance of the normalised action chunk to a teacher's on the same inputs
     (``batch["teacher_action_norm"] (B, K, 8)``), averaged over the imitated samples like the action loss."""
     err = (outputs["action_norm"] - batch["teacher_action_norm"].to(outputs["action_norm"].dtype)).square()
-    imitate = batch.get("imitate")
-    per_sample = err.flatten(1).mean(1)
-    if imitate is None:
-        return per_sample.mean()
-    weight = imitate.float()
-    return (per_sample * weight).sum() / weight.sum().clamp_min(1.0)
+    return imitated_mean(err.flatten(1).mean(1), batch.get("imitate"))

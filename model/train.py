@@ -310,9 +310,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                   fused=device.type == "cuda")
     if args.resume and (ckpt_dir / "last.train.safetensors").is_file():
         load_optimizer(ckpt_dir / "last.train.safetensors", optimizer)
-    distill_from = args.distill_from or (extra.get("distill_from") if args.resume else None)
+    distill_from = args.distill_from or extra.get("distill_from")  # extra: the resumed run's record, else {}
     teacher = load_teacher(distill_from, policy, device) if distill_from else None
-    distill_weight = float(extra.get("distill_weight", args.distill_weight)) if args.resume else args.distill_weight
+    distill_weight = float(extra.get("distill_weight", args.distill_weight))
     model = policy
     if world > 1 or dist.is_initialized():
         model = torch.nn.parallel.DistributedDataParallel(
