@@ -48,14 +48,12 @@ def load_model(spec: str | None, fallback_preset: str) -> MHC:
 @contextlib.contextmanager
 def routed_experts_cut_out() -> Any:
     """While active, exports skip the routed experts' computation (the router still runs and is used)."""
-    paths = {name: getattr(ExpertBank, name) for name in ("packed", "fused")}  # the export paths
-    for name in paths:
-        setattr(ExpertBank, name, lambda self, x, idx, weight: x * weight.sum(-1, keepdim=True))
+    packed = ExpertBank.packed  # the export path
+    ExpertBank.packed = lambda self, x, idx, weight: x * weight.sum(-1, keepdim=True)
     try:
         yield
     finally:
-        for name, path in paths.items():
-            setattr(ExpertBank, name, path)
+        ExpertBank.packed = packed
 
 
 @contextlib.contextmanager
@@ -73,7 +71,7 @@ def session(model: MHC, folder: Path, threads: int, profile_prefix: str | None =
 
     path = folder / f"{name or model.cfg.name}_control.onnx"
     if not path.exists():
-        export_profile(model, "control", path, onnxruntime=True)  # the graph the ONNX Runtime backend runs
+        export_profile(model, "control", path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     if profile_prefix:

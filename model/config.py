@@ -16,7 +16,6 @@ from typing import Any
 DOMAINS: tuple[str, ...] = ("linguistic", "visual", "physical")
 PROFILES: tuple[str, ...] = ("full", "instruct", "control")
 BALANCE_MODES: tuple[str, ...] = ("bias", "loss", "both", "none")
-EXPERT_ACTIVATIONS: tuple[str, ...] = ("gelu", "gelu_tanh")
 
 ACTION_DIM = 8  # 7 arm joint targets (rad) + gripper width (m)
 JOINT_STATE_DIM = 18  # positions + velocities of the 9 joints
@@ -46,9 +45,6 @@ class MHCConfig:
     experts_per_domain: int = 8  # E fine-grained experts per domain
     top_k: int = 2  # constant k experts chosen per token inside its domain
     expert_hidden: int = 80
-    # the routed experts' GELU: "gelu" (erf) or "gelu_tanh" (the tanh form). With "gelu_tanh" the ONNX Runtime
-    # graphs apply the experts with its fused MoE operator (mhc_model.export), whose GELU is the tanh form
-    expert_activation: str = "gelu"
     shared_expert_hidden: int = 256  # always-on shared expert
     # the first N blocks' FFN is the shared expert alone: no routers, no routed experts (as DeepSeek-V3's
     # first dense layers). At batch 1 on a CPU a routed expert costs its weights' copy, not its FLOPs.
@@ -126,9 +122,6 @@ class MHCConfig:
             raise ValueError(
                 f"MHCConfig.top_k={self.top_k} must be <= experts_per_domain={self.experts_per_domain}"
             )
-        if self.expert_activation not in EXPERT_ACTIVATIONS:
-            raise ValueError(f"MHCConfig.expert_activation={self.expert_activation!r} must be one of "
-                             f"{', '.join(EXPERT_ACTIVATIONS)}")
         if self.shared_only_layers and (self.dense or self.shared_only_layers >= self.n_layers
                                         or not self.shared_expert_hidden):
             raise ValueError(

@@ -16,33 +16,24 @@ Head outputs: ``action_chunk (1, K, 8)`` rad/m, ``motion (1, H, 7, 3)`` m, ``mot
 
 Every graph is checked by :func:`graph_problems` (static shapes after ONNX shape inference, constant TopK k,
 no data-dependent ops, every op in TensorRT's ONNX parser support list) before the manifest is written.
-
-A model whose routed experts use the tanh GELU (``expert_activation: gelu_tanh``, :func:`fuses_experts`)
-also gets ``<profile>_onnxruntime.onnx`` per profile: the same inputs, outputs and maths, with each MoE
-layer's experts in ONNX Runtime's ``com.microsoft`` ``MoE`` operator (one node instead of ten, and no
-per-token copy of the experts' weights). The ONNX Runtime backend runs those; TensorRT builds from the
-portable ``<profile>.onnx``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from mhc_model.config import PROFILES, MHCConfig
-from mhc_model.mhc import MHC, ExpertBank
+from mhc_model.mhc import MHC
 from torch import nn
 
 MANIFEST = "manifest.json"
-ONNXRUNTIME_SUFFIX = "_onnxruntime.onnx"
 FORMAT = "mhc-onnx-v1"
 DEFAULT_OPSET = 17
 HEAD_OUTPUTS = ("action_chunk", "motion", "motion_present_logits", "plan_skill_logits", "plan_target_logits",
@@ -79,9 +70,6 @@ TENSORRT_ONNX_OPS: frozenset[str] = frozenset({
     "Reshape", "Resize", "Shape", "Sigmoid", "Sign", "Sin", "Size", "Slice", "Softmax", "Softplus", "Split",
     "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze", "Where", "Xor",
 })
-# What an ONNX Runtime graph may hold beside those (``fuses_experts``): its ``com.microsoft`` MoE operator
-# and the scatter that builds its routing logits.
-ONNXRUNTIME_OPS: frozenset[str] = frozenset({"MoE", "ScatterElements"})
 # Ops whose output shape depends on data, or control flow: never allowed in an exported profile.
 FORBIDDEN_OPS: frozenset[str] = frozenset({
     "NonZero", "Loop", "If", "Scan", "Unique", "Compress", "NonMaxSuppression", "SequenceAt",
@@ -160,20 +148,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def graph_problems(model_proto: Any, onnxruntime: bool = False) -> list[str]:
+def graph_problems(model_proto: Any) -> list[str]:
     """Why an ONNX graph breaks the export contract (empty list = fine).
 
     Checks, after ``onnx.shape_inference.infer_shapes``: every input/output/value_info shape is fully
     static; every TopK's k is an initializer or a ``Constant``; no data-dependent/control-flow op; every op
-    type in :data:`TENSORRT_ONNX_OPS`. An ONNX Runtime graph (``onnxruntime``) may also hold
-    :data:`ONNXRUNTIME_OPS`; ONNX's shape inference does not know ``MoE``, so there every shape it could
-    infer must be static.
+    type in :data:`TENSORRT_ONNX_OPS`.
     """
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model_proto, strict_mode=not onnxruntime, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(model_proto, strict_mode=True, data_prop=True)
     graph = inferred.graph
-    allowed = TENSORRT_ONNX_OPS | ONNXRUNTIME_OPS if onnxruntime else TENSORRT_ONNX_OPS
     problems: list[str] = []
     for kind, infos in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
         for info in infos:
@@ -188,46 +173,22 @@ def graph_problems(model_proto: Any, onnxruntime: bool = False) -> list[str]:
     for node in graph.node:
         if node.op_type in FORBIDDEN_OPS:
             problems.append(f"node {node.name!r}: op {node.op_type} is data-dependent or control flow")
-        elif node.op_type not in allowed:
-            where = "ONNX Runtime's graph list" if onnxruntime else "TensorRT's ONNX support list"
-            problems.append(f"node {node.name!r}: op {node.op_type} not in {where}")
+        elif node.op_type not in TENSORRT_ONNX_OPS:
+            problems.append(f"node {node.name!r}: op {node.op_type} not in TensorRT's ONNX support list")
         if node.op_type == "TopK" and (len(node.input) < 2 or node.input[1] not in constants):
             problems.append(f"node {node.name!r}: TopK k is not a constant")
     return problems
 
 
-def fuses_experts(cfg: MHCConfig) -> bool:
-    """Whether the ONNX Runtime graphs of ``cfg`` differ from the portable ones: routed experts whose GELU is
-    the tanh form go through ONNX Runtime's ``MoE`` operator (one node for the ten of the portable path)."""
-    return not cfg.dense and cfg.expert_activation == "gelu_tanh" and cfg.shared_only_layers < cfg.n_layers
-
-
-@contextlib.contextmanager
-def _fused_experts(model: MHC, on: bool) -> Iterator[None]:
-    banks = [m for m in model.modules() if isinstance(m, ExpertBank)] if on else []
-    for bank in banks:
-        bank.onnxruntime_fused = True
-    try:
-        yield
-    finally:
-        for bank in banks:
-            bank.onnxruntime_fused = False
-
-
 @torch.no_grad()
-def export_profile(model: MHC, profile: str, path: Path, opset: int = DEFAULT_OPSET, onnxruntime: bool = False) -> None:
-    """Trace ``ProfileGraph(model, profile)`` on CPU in eval mode and write ``path``.
-
-    ``onnxruntime``: the graph ONNX Runtime runs, with ONNX Runtime's own operators where
-    :func:`fuses_experts`; otherwise the portable graph (TensorRT's, and ONNX Runtime's for other models).
-    """
+def export_profile(model: MHC, profile: str, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Trace ``ProfileGraph(model, profile)`` on CPU in eval mode and write ``path``."""
     graph = ProfileGraph(model, profile).eval()
-    fused = onnxruntime and fuses_experts(model.cfg)
-    with warnings.catch_warnings(), _fused_experts(model, fused):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python scalars: shapes are static by design
         torch.onnx.export(graph, example_inputs(model, profile), str(path), dynamo=False, opset_version=opset,
                           input_names=list(profile_inputs(model.cfg, profile)), output_names=list(OUTPUTS[profile]),
-                          do_constant_folding=True, custom_opsets={"com.microsoft": 1} if fused else None)
+                          do_constant_folding=True)
 
 
 def _tensor_entries(names: tuple[str, ...], shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> list:
@@ -238,10 +199,10 @@ def export_onnx(policy: Any, out_dir: str | Path, profiles: tuple[str, ...] = ("
                 opset: int = DEFAULT_OPSET, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Export ``policy`` (an ``MHCPolicy``) to ``out_dir/<profile>.onnx`` + ``manifest.json``; returns the manifest.
 
-    Where :func:`fuses_experts`, each profile also gets ``<profile>_onnxruntime.onnx`` (the manifest entry's
-    ``onnxruntime``), which the ONNX Runtime backend runs; TensorRT builds from ``<profile>.onnx``.
     Raises ``ValueError`` naming the graph and the first problems if a graph breaks the export contract.
     """
+    import onnx
+
     if opset < 17:
         raise ValueError(f"opset {opset} < 17 (LayerNormalization needs 17)")
     out = Path(out_dir)
@@ -257,7 +218,11 @@ def export_onnx(policy: Any, out_dir: str | Path, profiles: tuple[str, ...] = ("
     }
     for profile in profiles:
         path = out / f"{profile}.onnx"
-        proto = _exported(model, profile, path, opset, onnxruntime=False)
+        export_profile(model, profile, path, opset)
+        proto = onnx.load(str(path))
+        problems = graph_problems(proto)
+        if problems:
+            raise ValueError(f"{path}: {len(problems)} export-contract problem(s): {'; '.join(problems[:3])}")
         with torch.no_grad():
             ins = example_inputs(model, profile)
             outs = ProfileGraph(model, profile)(*ins)
@@ -271,31 +236,8 @@ def export_onnx(policy: Any, out_dir: str | Path, profiles: tuple[str, ...] = ("
             "outputs": _tensor_entries(OUTPUTS[profile], shapes, dtypes),
             "op_types": sorted({n.op_type for n in proto.graph.node}),
         }
-        if fuses_experts(cfg):  # ONNX Runtime's own graph beside the portable one (same inputs and outputs)
-            path = out / f"{profile}{ONNXRUNTIME_SUFFIX}"
-            proto = _exported(model, profile, path, opset, onnxruntime=True)
-            manifest["profiles"][profile]["onnxruntime"] = {
-                "file": path.name, "sha256": file_sha256(path),
-                "op_types": sorted({n.op_type for n in proto.graph.node})}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
-
-
-def _exported(model: MHC, profile: str, path: Path, opset: int, onnxruntime: bool) -> Any:
-    """Export one graph and load it back; raises ``ValueError`` naming it if it breaks the export contract."""
-    import onnx
-
-    export_profile(model, profile, path, opset, onnxruntime)
-    proto = onnx.load(str(path))
-    problems = graph_problems(proto, onnxruntime)
-    if problems:
-        raise ValueError(f"{path}: {len(problems)} export-contract problem(s): {'; '.join(problems[:3])}")
-    return proto
-
-
-def onnxruntime_file(entry: dict[str, Any]) -> str:
-    """The graph ONNX Runtime runs for a manifest's profile entry: its own where exported, else the portable one."""
-    return entry.get("onnxruntime", entry)["file"]
 
 
 def read_manifest(onnx_dir: str | Path) -> dict[str, Any]:
@@ -321,25 +263,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def verify_parity(policy: Any, out_dir: str | Path, profiles: tuple[str, ...], seed: int = 1234) -> dict[str, float]:
-    """Max |ONNX Runtime − PyTorch| per graph (each profile's, and its ONNX Runtime graph where exported) on
-    inputs different from the export example (seed ≠ 0)."""
+    """Max |ONNX Runtime − PyTorch| per profile on inputs different from the export example (seed ≠ 0)."""
     import onnxruntime as ort
 
     model = policy.model.cpu().eval()
-    entries = read_manifest(out_dir)["profiles"]
     result = {}
     for profile in profiles:
+        session = ort.InferenceSession(str(Path(out_dir) / f"{profile}.onnx"), providers=["CPUExecutionProvider"])
         ins = example_inputs(model, profile, seed=seed)
         with torch.no_grad():
             ref = ProfileGraph(model, profile)(*ins)
         feed = {n: t.numpy() for n, t in zip(profile_inputs(model.cfg, profile), ins, strict=True)}
-        files = {profile: entries[profile]["file"]}
-        if "onnxruntime" in entries[profile]:
-            files[f"{profile} (onnxruntime)"] = entries[profile]["onnxruntime"]["file"]
-        for key, name in files.items():
-            session = ort.InferenceSession(str(Path(out_dir) / name), providers=["CPUExecutionProvider"])
-            got = session.run(list(OUTPUTS[profile]), feed)
-            result[key] = max(float((torch.from_numpy(g) - r).abs().max()) for g, r in zip(got, ref, strict=True))
+        got = session.run(list(OUTPUTS[profile]), feed)
+        result[profile] = max(float((torch.from_numpy(g) - r).abs().max()) for g, r in zip(got, ref, strict=True))
     return result
 
 
@@ -358,8 +294,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for entry in manifest["profiles"].values():
         print(f"{Path(args.out) / entry['file']}  inputs {[i['name'] for i in entry['inputs']]}")
-        if "onnxruntime" in entry:
-            print(f"{Path(args.out) / entry['onnxruntime']['file']}  the same, with ONNX Runtime's MoE operator")
     if not args.no_verify:
         try:
             for profile, diff in verify_parity(policy, args.out, profiles).items():

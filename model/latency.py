@@ -120,7 +120,7 @@ def bench_one(policy: Any, backend: str, profile: str, iterations: int = 100, th
         model = policy.model.cpu().eval()
         with tempfile.TemporaryDirectory(prefix="mhc_bench_") as tmp:
             path = Path(tmp) / f"{profile}.onnx"
-            export_profile(model, profile, path, onnxruntime=True)
+            export_profile(model, profile, path)
             session = make_session(path, threads)
         inputs = example_inputs(model, profile, seed=1)
         feed = {n: t.numpy() for n, t in zip(profile_inputs(model.cfg, profile), inputs, strict=True)}

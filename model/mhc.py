@@ -18,9 +18,7 @@ Attention mask (the "prefix-by-domain" mask) — why ``control`` ≡ ``full``:
   operation (norms, routers, experts) is row-independent, so ``control`` reproduces ``full``.
 
 Export contract: static shapes, constant top-k, experts applied with gathered weights
-(``w1[idx]`` + batched matmul), no ``nonzero``/boolean indexing/``.tolist()`` in any forward. The ONNX
-Runtime graphs of a model with ``expert_activation`` ``gelu_tanh`` apply the experts with ONNX Runtime's
-``MoE`` operator instead (:meth:`ExpertBank.fused`; ``mhc_model.export.fuses_experts``).
+(``w1[idx]`` + batched matmul), no ``nonzero``/boolean indexing/``.tolist()`` in any forward.
 """
 
 from __future__ import annotations
@@ -179,26 +177,20 @@ class ExpertBank(nn.Module):
     FLOPs are k experts per token, shapes are static and the graph exports to ONNX.
     """
 
-    def __init__(self, n_experts: int, d_model: int, hidden: int, activation: str = "gelu"):
+    def __init__(self, n_experts: int, d_model: int, hidden: int):
         super().__init__()
         self.w1 = nn.Parameter(torch.randn(n_experts, d_model, hidden) / math.sqrt(d_model))
         self.b1 = nn.Parameter(torch.zeros(n_experts, hidden))
         self.w2 = nn.Parameter(torch.randn(n_experts, hidden, d_model) / math.sqrt(hidden) * 0.5)
         self.b2 = nn.Parameter(torch.zeros(n_experts, d_model))
-        self.activation = activation  # cfg.expert_activation
-        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
-        self.onnxruntime_fused = False  # set while exporting an ONNX Runtime graph (mhc_model.export)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x (N, d)``, ``idx (N, k)`` global expert ids, ``weight (N, k)`` → ``Σ_k weight · E_idx(x)`` ``(N, d)``."""
         if self.training:
             return self.grouped(x, idx, weight)
         if torch.onnx.is_in_onnx_export():
-            return self.fused(x, idx, weight) if self.onnxruntime_fused else self.packed(x, idx, weight)
+            return self.packed(x, idx, weight)
         return self.gathered(x, idx, weight)
-
-    def gelu(self, h: torch.Tensor) -> torch.Tensor:
-        return F.gelu(h, approximate=self.approximate)
 
     def grouped(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Training path, same maths as :meth:`gathered`: each expert runs once on its tokens.
@@ -222,7 +214,7 @@ class ExpertBank(nn.Module):
         slot = expert * capacity + torch.arange(N * k, device=x.device) - starts.index_select(0, expert)
         buf = x.new_zeros(n_experts * capacity, d).index_copy(0, slot, x.index_select(0, token))
         buf = buf.view(n_experts, capacity, d)  # (E, C, d), zero rows past each expert's count
-        h = self.gelu(torch.baddbmm(self.b1[:, None, :].to(x.dtype), buf, self.w1.to(x.dtype)))  # (E, C, h)
+        h = F.gelu(torch.baddbmm(self.b1[:, None, :].to(x.dtype), buf, self.w1.to(x.dtype)))  # (E, C, h)
         y = torch.baddbmm(self.b2[:, None, :].to(x.dtype), h, self.w2.to(x.dtype))  # (E, C, d)
         y = y.reshape(n_experts * capacity, d).index_select(0, slot)  # (N·k, d) in sorted order
         y = y * weight.reshape(N * k).index_select(0, order)[:, None].to(y.dtype)
@@ -239,7 +231,7 @@ class ExpertBank(nn.Module):
         b1 = self.b1.to(dtype).index_select(0, flat).view(N, k, 1, hidden)
         b2 = self.b2.to(dtype).index_select(0, flat).view(N, k, 1, d)
         h = torch.matmul(x[:, None, None, :], w1) + b1  # (N, k, 1, h): x broadcast over the k experts
-        y = torch.matmul(self.gelu(h), w2) + b2  # (N, k, 1, d)
+        y = torch.matmul(F.gelu(h), w2) + b2  # (N, k, 1, d)
         y = y.view(N, k, d) * weight.to(y.dtype)[:, :, None]  # (N, k, d)
         return y.sum(dim=1)
 
@@ -258,49 +250,10 @@ class ExpertBank(nn.Module):
         w2 = torch.cat([self.w2, self.b2[:, None, :]], dim=1).transpose(1, 2)  # (E, d, h + 1)
         x1 = torch.cat([x, x.new_ones(N, 1)], dim=1).view(N, 1, d + 1, 1)  # broadcast over the k experts
         h = torch.matmul(w1[idx], x1)  # (N, k, h, 1)
-        y = torch.matmul(w2[idx], torch.cat([self.gelu(h), h.new_ones(N, k, 1, 1)], dim=2)).view(N, k, d)
+        y = torch.matmul(w2[idx], torch.cat([F.gelu(h), h.new_ones(N, k, 1, 1)], dim=2)).view(N, k, d)
         if k == 1:  # one expert: its weighted output (two operators fewer per layer than the sum)
             return y.view(N, d) * weight
         return (y * weight[:, :, None]).sum(1)  # Σ_k weight · y
-
-    def fused(self, x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Export path of ONNX Runtime graphs: the same maths as one ``com.microsoft`` ``MoE`` operator.
-
-        The operator picks each token's top k of its routing logits and weighs the experts by their softmax
-        renormalised over the k. The logits here are ``log weight`` at the chosen experts and
-        :data:`MASK_VALUE` elsewhere, so it picks ``idx`` and weighs ``weight / Σ_k weight``; the sum is
-        multiplied back. Its GELU is the tanh form: only models with ``expert_activation`` ``gelu_tanh``
-        export through it (:func:`mhc_model.export.fuses_experts`).
-        """
-        N, k = idx.shape[0], int(idx.shape[1])  # k a Python int: an attribute of the operator, not a tensor
-        logits = x.new_full((N, self.w1.shape[0]), MASK_VALUE).scatter(1, idx, weight.log())
-        y = OnnxRuntimeMoE.apply(x, logits, self.w1.transpose(1, 2), self.b1, self.w2.transpose(1, 2), self.b2, k)
-        return y * (weight if k == 1 else weight.sum(-1, keepdim=True))
-
-
-class OnnxRuntimeMoE(torch.autograd.Function):
-    """ONNX Runtime's ``com.microsoft`` ``MoE`` operator (export only; its GELU is the tanh form).
-
-    ``x (N, d)``, ``logits (N, E)``, ``w1 (E, h, d)``, ``b1 (E, h)``, ``w2 (E, d, h)``, ``b2 (E, d)`` →
-    ``Σ_{j ∈ top k} p_j · (w2_j gelu(w1_j x + b1_j) + b2_j)``, ``p`` the softmax of the k largest logits.
-    """
-
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor, logits: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-                w2: torch.Tensor, b2: torch.Tensor, k: int) -> torch.Tensor:
-        top, idx = logits.topk(k, dim=-1)  # (N, k)
-        p = top.softmax(-1)
-        h = F.gelu(torch.einsum("nkhd,nd->nkh", w1[idx], x) + b1[idx], approximate="tanh")
-        y = torch.einsum("nkdh,nkh->nkd", w2[idx], h) + b2[idx]
-        return (y * p[:, :, None]).sum(1)
-
-    @staticmethod
-    def symbolic(g: torch.Graph, x: torch.Value, logits: torch.Value, w1: torch.Value, b1: torch.Value,
-                 w2: torch.Value, b2: torch.Value, k: int) -> torch.Value:
-        y = g.op("com.microsoft::MoE", x, logits, w1, b1, w2, b2, k_i=k, activation_type_s="gelu",
-                 normalize_routing_weights_i=1)
-        y.setType(x.type())  # the input's static shape and type (ONNX's shape inference does not know MoE)
-        return y
 
 
 class MLP(nn.Module):
@@ -337,8 +290,7 @@ class HierarchicalMoE(nn.Module):
         self.router = TaskRouter(cfg.d_model)
         self.expert_gate = nn.Linear(cfg.d_model, len(DOMAINS) * cfg.experts_per_domain, bias=False)
         nn.init.normal_(self.expert_gate.weight, std=0.02)
-        self.experts = ExpertBank(len(DOMAINS) * cfg.experts_per_domain, cfg.d_model, cfg.expert_hidden,
-                                  cfg.expert_activation)
+        self.experts = ExpertBank(len(DOMAINS) * cfg.experts_per_domain, cfg.d_model, cfg.expert_hidden)
         self.shared = MLP(cfg.d_model, cfg.shared_expert_hidden) if cfg.shared_expert_hidden > 0 else None
         self.register_buffer("expert_bias", torch.zeros(len(DOMAINS), cfg.experts_per_domain))
         # assignments per (domain, expert) counted in training, consumed by update_bias()

@@ -26,7 +26,6 @@ from mhc_model.mhc import MHC, count_parameters
         ({"shared_only_layers": 1, "shared_expert_hidden": 0}, "shared_only_layers"),
         ({"shared_only_layers": 1, "dense": True}, "shared_only_layers"),
         ({"shared_only_layers": -1}, "shared_only_layers"),
-        ({"expert_activation": "relu"}, "expert_activation='relu'"),
     ],
 )
 def test_bad_values_name_the_field(changes, field):

@@ -60,15 +60,14 @@ def test_balance_terms_prevent_collapse():
     assert balanced["routing_accuracy_mean"] > 0.99
 
 
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
 @pytest.mark.parametrize("k", [1, 2])
-def test_grouped_training_path_matches_gathered_path(k, activation):
+def test_grouped_training_path_matches_gathered_path(k):
     """Training runs each expert once on its (padded) tokens, export uses the packed layout; same maths
-    (outputs, gradients) as inference, with either GELU."""
+    (outputs, gradients) as inference."""
     from mhc_model.mhc import ExpertBank
 
     torch.manual_seed(0)
-    bank = ExpertBank(12, 32, 16, activation)
+    bank = ExpertBank(12, 32, 16)
     with torch.no_grad():  # non-zero biases: the packed layout carries them in its matrices
         bank.b1.normal_()
         bank.b2.normal_()
@@ -83,25 +82,6 @@ def test_grouped_training_path_matches_gathered_path(k, activation):
         torch.testing.assert_close(output, outputs[0], rtol=1e-5, atol=1e-5)
         for a, b in zip(grad, grads[0], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("k", [1, 2])
-def test_fused_export_path_is_the_gathered_maths_with_the_tanh_gelu(k):
-    """The ONNX Runtime export path (one MoE operator: routing logits log(weight) at the chosen experts) computes
-    what inference computes for ``gelu_tanh`` experts, and visibly not the erf GELU's."""
-    from mhc_model.mhc import ExpertBank
-
-    torch.manual_seed(0)
-    banks = {a: ExpertBank(12, 32, 16, a) for a in ("gelu", "gelu_tanh")}
-    banks["gelu"].load_state_dict(banks["gelu_tanh"].state_dict())
-    with torch.no_grad():
-        for bank in banks.values():
-            bank.b1.normal_()
-            bank.w2.mul_(20.0)  # large outputs: the two GELUs' difference shows
-        x, idx, weight = torch.randn(300, 32), torch.randint(0, 12, (300, k)), torch.rand(300, k) + 0.01
-        fused = banks["gelu_tanh"].fused(x, idx, weight)
-        torch.testing.assert_close(fused, banks["gelu_tanh"].gathered(x, idx, weight), rtol=1e-5, atol=1e-5)
-        assert (fused - banks["gelu"].gathered(x, idx, weight)).abs().max() > 1e-3
 
 
 def test_single_expert_weight_is_its_score_so_the_gate_learns_from_the_task():

@@ -41,29 +41,6 @@ def test_onnxruntime_step_matches_torch(exported):
     ort_rt.close()
 
 
-def test_tanh_gelu_experts_run_in_onnxruntimes_moe_graphs_with_the_same_steps(tmp_path, monkeypatch):
-    from mhc_model.runtime import onnx_backend
-
-    policy = random_policy(preset("tiny").replace(expert_activation="gelu_tanh"), seed=9)
-    ckpt = save_checkpoint(tmp_path / "tiny", policy)
-    export_onnx(policy, tmp_path / "onnx", checkpoint=ckpt)
-    opened = []
-    make_session = onnx_backend.make_session
-    monkeypatch.setattr(onnx_backend, "make_session", lambda path, threads: opened.append(path.name)
-                        or make_session(path, threads))
-    ort_rt = load_runtime(ckpt, backend="onnxruntime", engine_dir=tmp_path / "onnx")
-    assert opened == ["instruct_onnxruntime.onnx", "control_onnxruntime.onnx"]
-    torch_rt = load_runtime(ckpt, backend="torch", device="cpu")
-    rng = np.random.default_rng(5)
-    for rt in (ort_rt, torch_rt):
-        rt.encode_instruction(INSTRUCTION)
-    image = rng.integers(0, 256, (72, 100, 3), dtype=np.uint8)
-    history = rng.normal(0, 0.5, (torch_rt.joint_history_length, 18)).astype(np.float32)
-    a, b = ort_rt.step(image, "rgb8", history), torch_rt.step(image, "rgb8", history)
-    assert np.abs(a.action_chunk - b.action_chunk).max() <= 1e-4
-    ort_rt.close()
-
-
 def test_auto_on_cpu_picks_onnxruntime_when_exported(exported):
     ckpt, onnx_dir = exported
     assert load_runtime(ckpt, backend="auto", engine_dir=onnx_dir, device="cpu").backend == "onnxruntime"

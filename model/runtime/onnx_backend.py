@@ -1,8 +1,6 @@
 """ONNX Runtime backend (CPU execution provider) on the graphs written by ``mhc export``.
 
-``instruct.onnx`` runs once per instruction; ``control.onnx`` every step with the cache as inputs (or,
-where the export wrote them, ``instruct_onnxruntime.onnx`` / ``control_onnxruntime.onnx``: the same model
-with the routed experts in ONNX Runtime's fused MoE operator, ``mhc_model.export.fuses_experts``).
+``instruct.onnx`` runs once per instruction; ``control.onnx`` every step with the cache as inputs.
 Sessions use ``threads`` intra-op threads, one inter-op thread, sequential execution and all graph
 optimisations (``ORT_ENABLE_ALL``).
 """
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mhc_model.export import OUTPUTS, export_onnx, onnxruntime_file, read_manifest
+from mhc_model.export import OUTPUTS, export_onnx, read_manifest
 from mhc_model.runtime.base import LOG, PolicySpec, Runtime, RuntimeLoadError, checked_manifest
 from mhc_model.tokenizers import LabelVocabulary, Vocabulary
 
@@ -46,7 +44,7 @@ class OnnxRuntime(Runtime):
         if missing:
             raise RuntimeLoadError(f"engine_dir '{onnx_dir}' has no ONNX graph for profile(s) {missing}")
         self.onnx_dir, self.manifest = Path(onnx_dir), manifest
-        self.sessions = {p: make_session(self.onnx_dir / onnxruntime_file(manifest["profiles"][p]), threads)
+        self.sessions = {p: make_session(self.onnx_dir / manifest["profiles"][p]["file"], threads)
                          for p in ("instruct", "control")}
         self._tmp: tempfile.TemporaryDirectory | None = None
 
