@@ -50,7 +50,6 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
     from mhc_model.checkpoint import load_policy
     from mhc_model.data import ShardDataset
     from mhc_model.export import file_sha256
-    from mhc_model.policy import INPUT_KEYS
 
     policy = load_policy(checkpoint)[0].eval()
     dataset = ShardDataset(episodes, policy.config, policy.vocabulary, policy.skills, policy.targets)
@@ -61,8 +60,7 @@ def run(checkpoint: str, episodes: list, window: int) -> dict:
     def next_commands(ticks: np.ndarray) -> np.ndarray:  # the first action of the chunk predicted on each tick
         with torch.no_grad():
             batch = dataset.batch(torch.as_tensor(ticks))
-            return policy.model(*(batch[k] for k in INPUT_KEYS), profile="full",
-                                instruction_age=batch.get("instruction_age"))["action_chunk"][:, 0].numpy()
+            return policy.run_full(batch)["action_chunk"][:, 0].numpy()
 
     rows, offset = [], 0  # every step is imitated (checked above), so sample i of the dataset is frame i
     for episode in episodes:

@@ -13,6 +13,7 @@ Batch keys: ``instruction_ids (B, L)``, ``instruction_mask (B, L)``, ``image (B,
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,13 +47,18 @@ class MHCPolicy(nn.Module):
         self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # training ------------------------------------------------------------------------------------
+    def run_full(self, batch: dict[str, torch.Tensor], return_routing: bool = False) -> Any:
+        """The ``full`` profile on a dataset batch: its ``INPUT_KEYS`` and, for a config that takes it, its
+        ``instruction_age``. Returns the outputs dict (with ``return_routing``: and the per-layer routing)."""
+        return self.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=return_routing,
+                          instruction_age=batch.get("instruction_age"))
+
     def forward(self, batch: dict[str, torch.Tensor],
                 distill_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (weighted heads + routing terms) and a dict of detached float terms. With a teacher's
         actions in the batch (``teacher_action_norm``), ``distill_weight`` × :func:`losses.distill_loss` too."""
         cfg = self.config
-        outputs, routings = self.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True,
-                                       instruction_age=batch.get("instruction_age"))
+        outputs, routings = self.run_full(batch, return_routing=True)
         heads = head_losses(outputs, batch, cfg, self.model.heads.action_norm, self.model.heads.position_norm)
         task = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in heads.items())
         if "teacher_action_norm" in batch:

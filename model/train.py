@@ -44,7 +44,7 @@ from mhc_model.data import (
 from mhc_model.flops import count_flops
 from mhc_model.metrics import RoutingStats
 from mhc_model.mhc import MHC, count_parameters
-from mhc_model.policy import INPUT_KEYS, MHCPolicy
+from mhc_model.policy import MHCPolicy
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -188,8 +188,7 @@ def evaluate(policy: MHCPolicy, dataset: ShardDataset, device: torch.device, arg
         with autocast():
             _, loss_dict = policy(batch)
             if stats is not None:
-                _, routings = policy.model(*(batch[k] for k in INPUT_KEYS), profile="full", return_routing=True,
-                                           instruction_age=batch.get("instruction_age"))
+                _, routings = policy.run_full(batch, return_routing=True)
                 stats.update(routings, modality.repeat(len(index)))
         for k, v in loss_dict.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -369,9 +368,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             group["lr"] = lr_at(step, args)
         if teacher is not None:
             with torch.no_grad(), autocast():
-                batch["teacher_action_norm"] = teacher.model(
-                    *(batch[k] for k in INPUT_KEYS), profile="full",
-                    instruction_age=batch.get("instruction_age"))["action_norm"].float()
+                batch["teacher_action_norm"] = teacher.run_full(batch)["action_norm"].float()
         with autocast():
             loss, loss_dict = model(batch, distill_weight)
         optimizer.zero_grad(set_to_none=True)
