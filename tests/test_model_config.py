@@ -80,6 +80,7 @@ RECIPE_CONFIGS = {  # recipe config → (preset it varies, the fields it changes
     "sweep/s_shared2.json": ("s", {"instruction_age", "shared_only_layers"}),
     "sweep/s_3blocks.json": ("s", {"instruction_age", "n_layers", "shared_only_layers"}),
     "sweep/s_shared3.json": ("s", {"instruction_age", "shared_only_layers"}),
+    "sweep/s_3blocks_shared2.json": ("s", {"instruction_age", "n_layers", "shared_only_layers"}),
 }
 
 
