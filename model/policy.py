@@ -57,8 +57,13 @@ class MHCPolicy(nn.Module):
                 distill_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss (weighted heads + routing terms) and a dict of detached float terms. With a teacher's
         actions in the batch (``teacher_action_norm``), ``distill_weight`` × :func:`losses.distill_loss` too."""
-        cfg = self.config
         outputs, routings = self.run_full(batch, return_routing=True)
+        return self.loss_terms(outputs, routings, batch, distill_weight)
+
+    def loss_terms(self, outputs: dict[str, torch.Tensor], routings: list, batch: dict[str, torch.Tensor],
+                   distill_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`forward`'s losses from a :meth:`run_full` with routing already made on ``batch``."""
+        cfg = self.config
         heads = head_losses(outputs, batch, cfg, self.model.heads.action_norm, self.model.heads.position_norm)
         task = sum(cfg.loss_weights.get(k, 0.0) * v for k, v in heads.items())
         if "teacher_action_norm" in batch:

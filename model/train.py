@@ -186,9 +186,9 @@ def evaluate(policy: MHCPolicy, dataset: ShardDataset, device: torch.device, arg
         index = torch.arange(start, min(start + batch_size, len(dataset)), device=dataset.images.device)
         batch = _to(dataset.batch(index), device)
         with autocast():
-            _, loss_dict = policy(batch)
+            outputs, routings = policy.run_full(batch, return_routing=True)
+            _, loss_dict = policy.loss_terms(outputs, routings, batch)
             if stats is not None:
-                _, routings = policy.run_full(batch, return_routing=True)
                 stats.update(routings, modality.repeat(len(index)))
         for k, v in loss_dict.items():
             sums[k] = sums.get(k, 0.0) + v
